@@ -1,0 +1,324 @@
+"""Configuration models: what to read, how keys relate, how to generate and where to write.
+
+A config is YAML validated strictly by pydantic: unknown keys, wrong types and
+references to undeclared tables are errors that name the offending path.
+Checks that need the data (columns that exist, key uniqueness) live in
+:mod:`synthspark.plan` and :mod:`synthspark.fit`.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from synthspark.errors import ConfigError
+
+
+class ColumnKind(str, enum.Enum):
+    """How a column is modelled."""
+
+    ID = "id"
+    CATEGORICAL = "categorical"
+    NUMERICAL = "numerical"
+    DATETIME = "datetime"
+    BOOLEAN = "boolean"
+    TEXT = "text"
+
+
+class OrphanPolicy(str, enum.Enum):
+    """What fit does with child rows whose foreign key has no parent in the source."""
+
+    ERROR = "error"
+    DROP = "drop"
+    SET_NULL = "set_null"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _as_list(value: Any) -> Any:
+    if isinstance(value, str):
+        return [value]
+    return value
+
+
+class ColumnSpec(_Strict):
+    """One column's kind and, for text sources, how to parse it."""
+
+    kind: ColumnKind
+    format: str | None = Field(
+        default=None,
+        description="Spark datetime pattern (for example yyyy-MM-dd) for a datetime column stored as text.",
+    )
+
+
+class SourceSpec(_Strict):
+    """Where a table's rows come from: a file path with its format, or a catalog table."""
+
+    path: str | None = None
+    format: Literal["csv", "parquet", "delta"] = "csv"
+    table: str | None = Field(default=None, description="Catalog table name, one to three parts.")
+    options: dict[str, str] = Field(default_factory=dict, description="Extra Spark reader options.")
+
+    @model_validator(mode="after")
+    def _one_location(self) -> SourceSpec:
+        if (self.path is None) == (self.table is None):
+            raise ValueError("set exactly one of 'path' (with 'format') or 'table'")
+        return self
+
+
+class ForeignKeySpec(_Strict):
+    """A relationship: child columns reference the parent's primary key (or the named parent columns)."""
+
+    columns: list[str]
+    parent: str
+    parent_columns: list[str] | None = None
+    on_orphan: OrphanPolicy = OrphanPolicy.ERROR
+
+    _normalise_columns = field_validator("columns", "parent_columns", mode="before")(_as_list)
+
+    @field_validator("columns")
+    @classmethod
+    def _non_empty(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("a foreign key needs at least one column")
+        if len(set(value)) != len(value):
+            raise ValueError(f"columns repeat: {value}")
+        return value
+
+
+class TableSpec(_Strict):
+    """One source table: its location, key, column kinds and relationships."""
+
+    source: SourceSpec
+    primary_key: list[str] = Field(default_factory=list)
+    columns: dict[str, ColumnSpec] = Field(default_factory=dict)
+    foreign_keys: list[ForeignKeySpec] = Field(default_factory=list)
+
+    _normalise_key = field_validator("primary_key", mode="before")(
+        lambda value: [] if value is None else _as_list(value)
+    )
+
+    @field_validator("columns", mode="before")
+    @classmethod
+    def _short_column_form(cls, value: Any) -> Any:
+        # "amount: numerical" is shorthand for "amount: {kind: numerical}".
+        if isinstance(value, dict):
+            return {name: {"kind": spec} if isinstance(spec, str) else spec for name, spec in value.items()}
+        return value
+
+
+class GenerationSpec(_Strict):
+    """How much to generate, and from which seed."""
+
+    scale: float = Field(default=1.0, gt=0, description="Rows of each root table = source rows x scale.")
+    rows: dict[str, int] = Field(default_factory=dict, description="Exact row count per root table.")
+    seed: int = 0
+
+    @field_validator("rows")
+    @classmethod
+    def _positive_rows(cls, value: dict[str, int]) -> dict[str, int]:
+        for table, count in value.items():
+            if count < 0:
+                raise ValueError(f"rows for table '{table}' must be >= 0, got {count}")
+        return value
+
+
+class ModelSpec(_Strict):
+    """Settings of the fitted model."""
+
+    min_category_count: int = Field(
+        default=5,
+        ge=1,
+        description="Categories seen fewer times than this are never stored in the model.",
+    )
+    quantiles: int = Field(default=1000, ge=10, le=100_000, description="Quantile points kept per numeric column.")
+    discrete_max_values: int = Field(
+        default=256,
+        ge=0,
+        description="A numeric column with at most this many distinct values is modelled by value frequencies.",
+    )
+
+
+class OutputSpec(_Strict):
+    """Where and how generated tables are written."""
+
+    format: Literal["delta", "parquet", "csv"] = "delta"
+    path: str | None = None
+    catalog_schema: str | None = Field(default=None, description="Catalog schema (one or two parts) for managed tables.")
+    mode: Literal["error", "overwrite"] = Field(
+        default="error", description="'error' refuses to replace existing output; 'overwrite' replaces it."
+    )
+
+    @model_validator(mode="after")
+    def _one_target(self) -> OutputSpec:
+        if self.path is not None and self.catalog_schema is not None:
+            raise ValueError("set only one of 'path' and 'catalog_schema'")
+        if self.catalog_schema is not None and self.format != "delta":
+            raise ValueError("catalog output is written as Delta tables; set format: delta")
+        return self
+
+
+class TrackingSpec(_Strict):
+    """MLflow tracking. The tracking URI comes from MLFLOW_TRACKING_URI or MLflow's local default."""
+
+    enabled: bool = True
+    experiment: str = "synthspark"
+    run_name: str | None = None
+
+
+class SynthConfig(_Strict):
+    """A whole synthspark job: the source database, the model, generation, output and tracking."""
+
+    name: str = "synthspark"
+    source_root: str | None = Field(
+        default=None, description="Directory that relative source paths resolve against."
+    )
+    tables: dict[str, TableSpec]
+    generation: GenerationSpec = Field(default_factory=GenerationSpec)
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    output: OutputSpec = Field(default_factory=OutputSpec)
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+
+    @field_validator("tables")
+    @classmethod
+    def _some_tables(cls, value: dict[str, TableSpec]) -> dict[str, TableSpec]:
+        if not value:
+            raise ValueError("declare at least one table")
+        return value
+
+    @model_validator(mode="after")
+    def _references(self) -> SynthConfig:
+        problems: list[str] = []
+        for name, table in self.tables.items():
+            declared = set(table.columns)
+            for key_column in table.primary_key:
+                if declared and key_column not in declared:
+                    problems.append(
+                        f"tables.{name}.primary_key: column '{key_column}' is not listed under tables.{name}.columns"
+                    )
+            for index, fk in enumerate(table.foreign_keys):
+                where = f"tables.{name}.foreign_keys[{index}]"
+                for column in fk.columns:
+                    if declared and column not in declared:
+                        problems.append(f"{where}: column '{column}' is not listed under tables.{name}.columns")
+                if fk.parent not in self.tables:
+                    problems.append(
+                        f"{where}: parent table '{fk.parent}' is not declared; declared tables: "
+                        f"{sorted(self.tables)}. Add it under 'tables' or remove the foreign key."
+                    )
+                    continue
+                parent = self.tables[fk.parent]
+                parent_columns = fk.parent_columns or parent.primary_key
+                if not parent_columns:
+                    problems.append(
+                        f"{where}: parent '{fk.parent}' has no primary_key; set parent_columns or give "
+                        f"tables.{fk.parent} a primary_key"
+                    )
+                    continue
+                if len(parent_columns) != len(fk.columns):
+                    problems.append(
+                        f"{where}: {len(fk.columns)} column(s) {fk.columns} reference {len(parent_columns)} "
+                        f"parent column(s) {parent_columns}; the counts must match"
+                    )
+                parent_declared = set(parent.columns)
+                for column in parent_columns:
+                    if parent_declared and column not in parent_declared:
+                        problems.append(
+                            f"{where}: parent column '{column}' is not listed under tables.{fk.parent}.columns"
+                        )
+        for table in self.generation.rows:
+            if table not in self.tables:
+                problems.append(f"generation.rows: table '{table}' is not declared; declared: {sorted(self.tables)}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def foreign_key_parent_columns(self, fk: ForeignKeySpec) -> list[str]:
+        """Return the parent columns that ``fk`` references (its parent's primary key by default)."""
+        return list(fk.parent_columns or self.tables[fk.parent].primary_key)
+
+    def resolve_source_path(self, path: str) -> str:
+        """Resolve a table's source path against ``source_root`` unless it is absolute or a URI."""
+        if "://" in path or os.path.isabs(path) or self.source_root is None:
+            return path
+        return os.path.join(self.source_root, path)
+
+
+def _describe_validation_error(error: ValidationError, origin: str) -> str:
+    lines = [f"invalid configuration in {origin}:"]
+    for item in error.errors():
+        location = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            lines.append(f"  - {location}: unknown key; remove it or check its spelling")
+        elif item["type"] == "missing":
+            lines.append(f"  - {location}: required key is missing")
+        else:
+            message = item["msg"].removeprefix("Value error, ")
+            lines.append(f"  - {location}: {message} (got {item.get('input')!r})"[:600])
+    return "\n".join(lines)
+
+
+def parse_config(data: dict[str, Any], origin: str = "<dict>") -> SynthConfig:
+    """Validate a config given as a dict; raise :class:`ConfigError` listing every problem."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"invalid configuration in {origin}: expected a mapping at the top level")
+    try:
+        return SynthConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(_describe_validation_error(error, origin)) from None
+
+
+def load_config(
+    path: str | os.PathLike[str],
+    *,
+    source: str | None = None,
+    output: str | None = None,
+    seed: int | None = None,
+    scale: float | None = None,
+) -> SynthConfig:
+    """Read and validate a YAML config; the keyword arguments override the file's settings.
+
+    A relative ``source_root`` in the file resolves against the file's directory.
+    """
+    config_path = Path(path)
+    if not config_path.is_file():
+        raise ConfigError(f"config file not found: {config_path}; pass the path of a YAML file such as conf/berka.yaml")
+    try:
+        data = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config file {config_path} is not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {config_path} must contain a mapping at the top level")
+    root = data.get("source_root")
+    if isinstance(root, str) and "://" not in root and not os.path.isabs(root):
+        data["source_root"] = str((config_path.parent / root).resolve())
+    if source is not None:
+        data["source_root"] = source
+    overrides: dict[str, dict[str, Any]] = {
+        "output": {"path": output, "catalog_schema": None} if output is not None else {},
+        "generation": {
+            **({"seed": seed} if seed is not None else {}),
+            **({"scale": scale} if scale is not None else {}),
+        },
+    }
+    for section, values in overrides.items():
+        if values:
+            current = data.get(section) or {}
+            if not isinstance(current, dict):
+                raise ConfigError(f"invalid configuration in {config_path}: '{section}' must be a mapping")
+            data[section] = {**current, **values}
+    return parse_config(data, origin=str(config_path))

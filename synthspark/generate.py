@@ -1,0 +1,355 @@
+"""Generate: parents first, child counts sampled per parent, children expanded in Spark.
+
+Every table gets a contiguous row index ``__ss_idx`` (0 .. rows-1). A child
+table's index comes from a prefix sum of its parents' sampled child counts, done
+per block of parent rows with one small aggregate on the driver, so no step
+depends on partitioning. Foreign-key columns are copied from the generated
+parent, which makes every key valid by construction.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyspark import StorageLevel
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from synthspark.config import SynthConfig, parse_config
+from synthspark.model import ColumnModel, FittedModel, RelationshipModel, TableModel
+from synthspark.plan import Plan, Relationship, TablePlan, build_plan
+from synthspark.sampling import (
+    INTERNAL,
+    ROW_INDEX,
+    choose_index,
+    hash_long,
+    inverse_quantiles,
+    pick,
+    qcol,
+    uniform,
+)
+
+logger = logging.getLogger(__name__)
+
+ORDINAL = f"{INTERNAL}ord"
+PARENT_INDEX = f"{INTERNAL}pidx"
+COUNT = f"{INTERNAL}count"
+START = f"{INTERNAL}start"
+BLOCK = f"{INTERNAL}block"
+SLOT = f"{INTERNAL}slot"
+# Parent rows are split into at most this many blocks for prefix sums; one row per
+# block reaches the driver.
+MAX_BLOCKS = 4096
+
+
+@dataclass
+class GeneratedDatabase:
+    """Generated tables (lazy DataFrames over cached key frames) and their row counts."""
+
+    tables: dict[str, DataFrame]
+    rows: dict[str, int]
+    child_counts: dict[str, DataFrame] = field(default_factory=dict)
+    _cached: list[DataFrame] = field(default_factory=list)
+
+    def unpersist(self) -> None:
+        """Release the cached key frames."""
+        for frame in self._cached:
+            frame.unpersist()
+
+
+def _type_of(column: ColumnModel) -> T.DataType:
+    return T._parse_datatype_string(column.spark_type)  # noqa: SLF001 - public in spirit, stable since Spark 2
+
+
+def _with_prefix_sums(spark: SparkSession, frame: DataFrame, rows: int) -> tuple[DataFrame, int]:
+    """Add ``START``: the sum of ``COUNT`` over rows with a smaller ``PARENT_INDEX``; return it and the total."""
+    block_size = max(1, math.ceil(rows / MAX_BLOCKS))
+    blocked = frame.withColumn(BLOCK, F.floor(qcol(PARENT_INDEX) / F.lit(block_size)).cast("long"))
+    totals = blocked.groupBy(BLOCK).agg(F.sum(COUNT).alias("total")).orderBy(BLOCK).collect()
+    offsets = []
+    running = 0
+    for row in totals:
+        offsets.append((int(row[BLOCK]), running))
+        running += int(row["total"] or 0)
+    if not offsets:
+        return frame.withColumn(START, F.lit(0).cast("long")), 0
+    offset_frame = spark.createDataFrame(offsets, f"{BLOCK} long, offset long")
+    from pyspark.sql import Window
+
+    within = Window.partitionBy(BLOCK).orderBy(PARENT_INDEX).rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    result = (
+        blocked.join(F.broadcast(offset_frame), on=BLOCK, how="left")
+        .withColumn(START, qcol("offset") + F.sum(COUNT).over(within) - qcol(COUNT))
+        .drop("offset", BLOCK)
+    )
+    return result, running
+
+
+def _sample_counts(seed: int, table: str, rel: RelationshipModel, purpose: str) -> Column:
+    weights = [float(p) for p in rel.count_parents]
+    if not weights or sum(weights) == 0:
+        return F.lit(0).cast("long")
+    u = uniform(seed, table, rel.name, purpose, index=qcol(PARENT_INDEX))
+    return pick(choose_index(u, weights), [int(v) for v in rel.count_values]).cast("long")
+
+
+class _Generator:
+    def __init__(self, spark: SparkSession, model: FittedModel, config: SynthConfig, plan: Plan):
+        self.spark = spark
+        self.model = model
+        self.config = config
+        self.plan = plan
+        self.seed = config.generation.seed
+        self.keys: dict[str, DataFrame] = {}
+        self.rows: dict[str, int] = {}
+        self.child_counts: dict[str, DataFrame] = {}
+        self.cached: list[DataFrame] = []
+
+    def parent_keys(self, rel: Relationship) -> DataFrame:
+        return self.keys[rel.parent].select(
+            qcol(ROW_INDEX).alias(PARENT_INDEX),
+            *[qcol(p).alias(c) for p, c in zip(rel.parent_columns, rel.columns)],
+        )
+
+    def root_frame(self, table: str) -> tuple[DataFrame, int]:
+        fitted = self.model.tables[table]
+        requested = self.config.generation.rows.get(table)
+        count = requested if requested is not None else int(round(fitted.rows * self.config.generation.scale))
+        frame = self.spark.range(count).select(
+            qcol("id").alias(ROW_INDEX), qcol("id").alias(ORDINAL)
+        )
+        return frame, count
+
+    def child_frame(self, table: str, rel: Relationship) -> tuple[DataFrame, int]:
+        fitted_rel = self.model.relationships[rel.name]
+        fitted = self.model.tables[table]
+        counts = _sample_counts(self.seed, table, fitted_rel, "count")
+        if set(fitted.primary_key) and set(fitted.primary_key) <= set(rel.columns):
+            # The primary key is the foreign key: one-to-one, so at most one child per parent.
+            counts = F.least(counts, F.lit(1).cast("long"))
+        parents = self.parent_keys(rel).withColumn(COUNT, counts)
+        self.child_counts[rel.name] = parents.select(qcol(COUNT).alias("children"))
+        ranged, total = _with_prefix_sums(self.spark, parents, self.rows[rel.parent])
+        expanded = ranged.where(qcol(COUNT) > 0).select(
+            *[qcol(c) for c in rel.columns],
+            qcol(START),
+            F.explode(F.sequence(F.lit(0).cast("long"), qcol(COUNT) - 1)).alias(ORDINAL),
+        )
+        expanded = expanded.select(
+            (qcol(START) + qcol(ORDINAL)).alias(ROW_INDEX), qcol(ORDINAL), *[qcol(c) for c in rel.columns]
+        )
+        null_share = fitted_rel.null_fraction
+        null_rows = 0
+        if null_share >= 1.0:
+            null_rows = int(round(fitted.rows * self.config.generation.scale))
+        elif null_share > 0:
+            null_rows = int(round(total * null_share / (1 - null_share)))
+        if null_rows:
+            types = {c.name: _type_of(c) for c in fitted.columns}
+            nulls = self.spark.range(total, total + null_rows).select(
+                qcol("id").alias(ROW_INDEX),
+                (qcol("id") - F.lit(total)).alias(ORDINAL),
+                *[F.lit(None).cast(types[c]).alias(c) for c in rel.columns],
+            )
+            expanded = expanded.unionByName(nulls)
+        return expanded, total + null_rows
+
+    def assign(self, table: str, frame: DataFrame, rel: Relationship) -> DataFrame:
+        """Fill ``rel``'s columns by drawing, for each row, one slot of a parent's sampled child count."""
+        fitted_rel = self.model.relationships[rel.name]
+        parents = self.parent_keys(rel).withColumn(COUNT, _sample_counts(self.seed, table, fitted_rel, "slots"))
+        ranged, slots = _with_prefix_sums(self.spark, parents, self.rows[rel.parent])
+        types = {c.name: _type_of(c) for c in self.model.tables[table].columns}
+        if slots == 0:
+            logger.warning("relationship %s: the generated parents offer no children; its key is null", rel.describe())
+            return frame.select(*frame.columns, *[F.lit(None).cast(types[c]).alias(c) for c in rel.columns])
+        exploded = ranged.where(qcol(COUNT) > 0).select(
+            *[qcol(c) for c in rel.columns],
+            F.explode(F.sequence(qcol(START), qcol(START) + qcol(COUNT) - 1)).alias(SLOT),
+        )
+        is_null = uniform(self.seed, table, rel.name, "null") < F.lit(fitted_rel.null_fraction)
+        slot = F.floor(uniform(self.seed, table, rel.name, "slot") * F.lit(slots)).cast("long")
+        with_slot = frame.withColumn(SLOT, F.when(is_null, F.lit(None)).otherwise(slot))
+        return with_slot.join(exploded, on=SLOT, how="left").drop(SLOT)
+
+    def generate_keys(self, table: str, table_plan: TablePlan) -> DataFrame:
+        started = time.monotonic()
+        if table_plan.driver is None:
+            frame, count = self.root_frame(table)
+        else:
+            frame, count = self.child_frame(table, table_plan.driver)
+        for rel in table_plan.assigned:
+            frame = self.assign(table, frame, rel)
+        fitted = self.model.tables[table]
+        key_columns = [c for c in fitted.primary_key if c not in frame.columns]
+        frame = frame.select(
+            *frame.columns,
+            *[_primary_key_expr(fitted, fitted.column(c), self.seed, table).alias(c) for c in key_columns],
+        )
+        frame = frame.persist(StorageLevel.MEMORY_AND_DISK)
+        self.cached.append(frame)
+        self.rows[table] = count
+        logger.info("generate %s keys: %d rows, %.1f s", table, count, time.monotonic() - started)
+        return frame
+
+    def run(self) -> GeneratedDatabase:
+        for table in self.plan.order:
+            self.keys[table] = self.generate_keys(table, self.plan.tables[table])
+        tables = {table: self.finish(table) for table in self.plan.order}
+        return GeneratedDatabase(tables, dict(self.rows), self.child_counts, self.cached)
+
+    def finish(self, table: str) -> DataFrame:
+        fitted = self.model.tables[table]
+        frame = self.keys[table]
+        outputs = []
+        for column in fitted.columns:
+            data_type = _type_of(column)
+            if column.name in frame.columns:
+                outputs.append(qcol(column.name).cast(data_type).alias(column.name))
+            else:
+                outputs.append(_value_expr(column, data_type, self.seed, table).alias(column.name))
+        return frame.select(*outputs)
+
+
+def _number_to_type(value: Column, column: ColumnModel, data_type: T.DataType) -> Column:
+    if isinstance(data_type, T.DateType):
+        return F.date_from_unix_date(F.round(value).cast("int"))
+    if isinstance(data_type, T.TimestampType):
+        return F.timestamp_micros(F.round(value).cast("long"))
+    if isinstance(data_type, T.TimestampNTZType):
+        return F.timestamp_micros(F.round(value).cast("long")).cast("timestamp_ntz")
+    if isinstance(data_type, T.DecimalType):
+        return F.round(value, data_type.scale).cast(data_type)
+    if isinstance(data_type, (T.ByteType, T.ShortType, T.IntegerType, T.LongType)):
+        return F.round(value).cast(data_type)
+    return value.cast(data_type)
+
+
+def _random_string(seed: int, table: str, column: str, length: Column, alphabet: str) -> Column:
+    letters = F.array(*[F.lit(ch) for ch in alphabet])
+    size = len(alphabet)
+    positions = F.sequence(F.lit(1), F.greatest(length.cast("int"), F.lit(1)))
+    chars = F.transform(
+        positions,
+        lambda i: F.element_at(
+            letters,
+            (F.pmod(F.xxhash64(F.lit(seed).cast("long"), F.lit(table), F.lit(column), qcol(ROW_INDEX), i), F.lit(size))
+             + F.lit(1)).cast("int"),
+        ),
+    )
+    return F.array_join(chars, "")
+
+
+def _encode(number: Column, alphabet: str, length: int) -> Column:
+    """Write ``number`` in base len(alphabet) with exactly ``length`` digits (most significant first)."""
+    size = len(alphabet)
+    letters = F.array(*[F.lit(ch) for ch in alphabet])
+    digits = [
+        F.element_at(letters, (F.pmod(F.floor(number / F.lit(size**power)), F.lit(size)) + F.lit(1)).cast("int"))
+        for power in range(length - 1, -1, -1)
+    ]
+    return F.concat(*digits)
+
+
+def _formatted_number(number: Column, prefix: str, width: int) -> Column:
+    text = number.cast("string")
+    if width > 0:
+        text = F.when(F.length(text) >= width, text).otherwise(F.lpad(text, width, "0"))
+    return F.concat(F.lit(prefix), text)
+
+
+def _primary_key_expr(fitted: TableModel, column: ColumnModel, seed: int, table: str) -> Column:
+    """Return a unique key value: from the row index for a one-column key, else from the ordinal in its group."""
+    number = qcol(ROW_INDEX) if len(fitted.primary_key) == 1 else qcol(ORDINAL)
+    dist = column.distribution
+    if dist["type"] == "uniform_int":
+        return F.lit(dist["min"]).cast("long") + number
+    if dist["type"] == "ordinal":
+        span = dist["max"] - dist["min"]
+        group = fitted.rows if len(fitted.primary_key) == 1 else fitted.key_group_max
+        step = span / max(group - 1, 1) if span > 0 else 1.0
+        data_type = _type_of(column)
+        if isinstance(data_type, (T.DateType,)) or isinstance(data_type, (T.ByteType, T.ShortType, T.IntegerType, T.LongType)):
+            step = max(1.0, round(step))
+        return _number_to_type(F.lit(dist["min"]) + number * F.lit(step), column, data_type)
+    if dist["type"] == "string_format" and dist["style"] == "prefixed_number":
+        return _formatted_number(number + F.lit(1), dist["prefix"], dist["width"])
+    if dist["type"] == "string_format":
+        # Enough digits for any row index up to 2**62; codes shorter than the source's length are padded.
+        alphabet = dist["alphabet"]
+        length = max(dist["length"], 1)
+        capacity = len(alphabet) ** length
+        overflow_length = max(length, math.ceil(62 / math.log2(len(alphabet))))
+        return F.when(number < F.lit(capacity), _encode(number, alphabet, length)).otherwise(
+            _encode(number, alphabet, overflow_length)
+        )
+    raise ValueError(f"cannot generate key column {table}.{column.name} from {dist['type']}")
+
+
+def _value_expr(column: ColumnModel, data_type: T.DataType, seed: int, table: str) -> Column:
+    dist = column.distribution
+    kind = dist["type"]
+    u = uniform(seed, table, column.name, "value")
+    if kind == "all_null":
+        return F.lit(None).cast(data_type)
+    if kind == "quantiles":
+        value = inverse_quantiles(u, dist["values"])
+        value = F.least(F.greatest(value, F.lit(dist["min"])), F.lit(dist["max"]))
+        result = _number_to_type(value, column, data_type)
+    elif kind == "discrete":
+        value = pick(choose_index(u, [float(w) for w in dist["weights"]]), [float(v) for v in dist["values"]])
+        result = _number_to_type(value, column, data_type)
+    elif kind == "categorical":
+        result = pick(choose_index(u, [float(w) for w in dist["weights"]]), dist["values"]).cast(data_type)
+    elif kind == "boolean":
+        result = (u < F.lit(dist["true_fraction"])).cast(data_type)
+    elif kind == "uniform_int":
+        span = dist["max"] - dist["min"] + 1
+        result = (F.lit(dist["min"]).cast("long") + F.floor(u * F.lit(span)).cast("long")).cast(data_type)
+    elif kind == "string_format":
+        result = _random_format_value(dist, seed, table, column.name)
+    elif kind == "text":
+        result = _text_expr(dist, u, seed, table, column.name)
+    elif kind in ("key", "ordinal"):
+        raise ValueError(f"column {table}.{column.name} is a key column and cannot be sampled as a value")
+    else:
+        raise ValueError(f"unknown distribution type {kind!r} for {table}.{column.name}")
+    if column.null_fraction > 0:
+        is_null = uniform(seed, table, column.name, "null") < F.lit(column.null_fraction)
+        result = F.when(is_null, F.lit(None).cast(data_type)).otherwise(result)
+    return result.cast(data_type)
+
+
+def _random_format_value(dist: dict[str, Any], seed: int, table: str, column: str) -> Column:
+    if dist["style"] == "prefixed_number":
+        digits = max(dist["max_digits"], 1)
+        number = F.pmod(hash_long(seed, table, column, "format"), F.lit(10**min(digits, 18)))
+        return _formatted_number(number, dist["prefix"], dist["width"])
+    return _random_string(seed, table, column, F.lit(dist["length"]), dist["alphabet"])
+
+
+def _text_expr(dist: dict[str, Any], u: Column, seed: int, table: str, column: str) -> Column:
+    lengths = dist["length_quantiles"]
+    length = F.round(inverse_quantiles(uniform(seed, table, column, "length"), lengths))
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    generated = _random_string(seed, table, column, length, letters)
+    if not dist["values"]:
+        return generated
+    kept = pick(choose_index(uniform(seed, table, column, "kept"), [float(w) for w in dist["weights"]]), dist["values"])
+    return F.when(u < F.lit(dist["kept_fraction"]), kept.cast("string")).otherwise(generated)
+
+
+def generate(
+    spark: SparkSession,
+    model: FittedModel,
+    config: SynthConfig | None = None,
+) -> GeneratedDatabase:
+    """Generate every table of ``model``; ``config`` overrides the generation settings stored in it."""
+    config = config or parse_config(model.config, origin="fitted model")
+    plan = build_plan(config)
+    return _Generator(spark, model, config, plan).run()

@@ -1,0 +1,171 @@
+"""The pipeline stages as one Python API: fit, generate, evaluate, write, each tracked in MLflow."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyspark.sql import SparkSession
+
+from synthspark.config import SynthConfig
+from synthspark.errors import ConfigError, SynthsparkError
+from synthspark.evaluate import evaluate
+from synthspark.fit import fit_prepared, prepare_sources
+from synthspark.generate import generate
+from synthspark.model import FittedModel
+from synthspark.output import check_targets, read_tables, targets, write_tables
+from synthspark.plan import build_plan
+from synthspark.tracking import (
+    RunTracker,
+    config_params,
+    flatten_report,
+    metric_key,
+    tracked_run,
+)
+
+logger = logging.getLogger(__name__)
+
+MODEL_SUBDIR = "_synthspark_model"
+
+
+def default_model_dir(config: SynthConfig) -> str:
+    """Return where ``run`` keeps the fitted model: beside the tables under the output path."""
+    if config.output.path is None:
+        raise ConfigError("output.catalog_schema is set, so pass --model DIR to say where the fitted model goes")
+    return os.path.join(config.output.path, MODEL_SUBDIR)
+
+
+@dataclass
+class RunResult:
+    """What a pipeline run produced."""
+
+    model: FittedModel | None = None
+    report: dict[str, Any] | None = None
+    rows: dict[str, int] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    run_id: str | None = None
+
+
+def _check_model_matches(model: FittedModel, config: SynthConfig) -> None:
+    fitted_tables = set(model.tables)
+    configured = set(config.tables)
+    if fitted_tables != configured:
+        raise ConfigError(
+            f"the fitted model covers tables {sorted(fitted_tables)} but the config declares {sorted(configured)}; "
+            f"fit the model again with this config"
+        )
+
+
+def _integrity_gate(report: dict[str, Any]) -> None:
+    """Raise before writing when generated keys are not unique or foreign keys do not resolve."""
+    problems = []
+    for table, entry in report["tables"].items():
+        key = entry.get("primary_key")
+        if key and (key["duplicate_keys"] or key["null_keys"]):
+            problems.append(f"{table}: {key['duplicate_keys']} duplicate and {key['null_keys']} null primary keys")
+    for entry in report["relationships"].values():
+        if entry["orphan_rows"]:
+            problems.append(f"{entry['relationship']}: {entry['orphan_rows']} generated keys without a parent")
+    if problems:
+        raise SynthsparkError(
+            "generated data failed the integrity check, so nothing was written: " + "; ".join(problems)
+            + ". This is a synthspark bug; please report it with the config"
+        )
+
+
+def fit_stage(spark: SparkSession, config: SynthConfig, model_dir: str, tracker: RunTracker) -> tuple[FittedModel, float]:
+    """Fit a model, save it to ``model_dir`` and log it; return it and the seconds taken."""
+    started = time.monotonic()
+    plan = build_plan(config)
+    sources = prepare_sources(spark, config, plan)
+    try:
+        model = fit_prepared(config, plan, sources)
+    finally:
+        sources.unpersist()
+    model.save(model_dir)
+    seconds = time.monotonic() - started
+    tracker.metrics({metric_key("orphan_rows", name): float(rel.orphan_rows) for name, rel in model.relationships.items()})
+    tracker.directory(model_dir, "model")
+    logger.info("fit: done, %d tables, %.1f s, model at %s", len(model.tables), seconds, model_dir)
+    return model, seconds
+
+
+def run_pipeline(
+    spark: SparkSession,
+    config: SynthConfig,
+    *,
+    model_dir: str | None = None,
+    stages: tuple[str, ...] = ("fit", "generate", "evaluate"),
+) -> RunResult:
+    """Run the given stages in order inside one MLflow run.
+
+    ``fit`` learns and saves the model; ``generate`` generates and writes the
+    tables (after checking keys); ``evaluate`` scores the written tables
+    against the source. Every stage's seconds and every score become metrics.
+    """
+    unknown = set(stages) - {"fit", "generate", "evaluate"}
+    if unknown:
+        raise ConfigError(f"unknown stage(s) {sorted(unknown)}; choose from fit, generate, evaluate")
+    model_dir = model_dir or default_model_dir(config)
+    plan = build_plan(config)
+    result = RunResult()
+    if "generate" in stages:
+        check_targets(spark, config.output, targets(config.output, list(plan.order)))
+
+    with tracked_run(config.tracking, run_name=f"{config.name}-{'-'.join(stages)}") as tracker:
+        result.run_id = tracker.run_id
+        tracker.config(config)
+        model: FittedModel | None = None
+        if "fit" in stages:
+            model, result.seconds["fit"] = fit_stage(spark, config, model_dir, tracker)
+        else:
+            model = FittedModel.load(model_dir)
+            _check_model_matches(model, config)
+        result.model = model
+        tracker.params(config_params(config, model.versions))
+
+        if "generate" in stages:
+            started = time.monotonic()
+            database = generate(spark, model, config)
+            try:
+                report = evaluate(model, plan, {}, database.tables)
+                _integrity_gate(report)
+                write_seconds = write_tables(spark, database.tables, config.output)
+            finally:
+                database.unpersist()
+            result.rows = dict(database.rows)
+            result.seconds["generate"] = time.monotonic() - started
+            tracker.metrics({metric_key("seconds_write", t): s for t, s in write_seconds.items()})
+            tracker.metrics({metric_key("rows", t): float(n) for t, n in result.rows.items()})
+
+        if "evaluate" in stages:
+            started = time.monotonic()
+            synthetic = read_tables(spark, config.output, list(plan.order))
+            sources = prepare_sources(spark, config, plan)
+            try:
+                result.report = evaluate(model, plan, sources.frames, synthetic)
+            finally:
+                sources.unpersist()
+            result.seconds["evaluate"] = time.monotonic() - started
+            tracker.metrics(flatten_report(result.report))
+            tracker.json(result.report, "metrics.json")
+            if config.output.path is not None:
+                _save_report(result.report, config.output.path)
+
+        tracker.metrics({metric_key("seconds", stage): s for stage, s in result.seconds.items()})
+    return result
+
+
+def _save_report(report: dict[str, Any], output_path: str) -> None:
+    if "://" in output_path and not output_path.startswith("file:"):
+        return
+    local = output_path.removeprefix("file:")
+    os.makedirs(local, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=local, delete=False, suffix=".tmp", encoding="utf-8") as handle:
+        json.dump(report, handle, indent=1)
+    os.replace(handle.name, os.path.join(local, "_synthspark_report.json"))
