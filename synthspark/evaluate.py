@@ -28,7 +28,6 @@ from synthspark.sampling import qcol
 logger = logging.getLogger(__name__)
 
 GRID_POINTS = 2000
-MAX_CATEGORIES = 10_000
 _NUMERIC_DISTRIBUTIONS = ("quantiles", "discrete")
 
 
@@ -96,80 +95,93 @@ def children_histogram(child: DataFrame, columns: list[str], parent: DataFrame, 
     return {float(r["children"]): float(r["count"]) for r in rows}
 
 
-def _cdf_bins(frame: DataFrame, expression: Column, grid: np.ndarray) -> np.ndarray:
-    """Return how many values fall at or below each grid point, by counting values per grid bin."""
-
+def _bin_udf(grid: np.ndarray) -> Any:
     @pandas_udf("int")  # type: ignore[call-overload]
     def _bin(values: pd.Series) -> pd.Series:
-        return pd.Series(np.searchsorted(grid, values.to_numpy(), side="left").astype("int32"))
+        array = values.to_numpy(dtype="float64", na_value=np.nan)
+        bins = np.searchsorted(grid, array, side="left").astype("int32")
+        bins[np.isnan(array)] = -1
+        return pd.Series(bins)
 
+    return _bin
+
+
+def _numeric_bins(frame: DataFrame, columns: list[ColumnModel], grids: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Count, per column, the values in each grid bin (bin j holds values in (grid[j-1], grid[j]]), in one job."""
+    types = {field.name: field.dataType for field in frame.schema.fields}
+    entries = [
+        F.struct(F.lit(i).alias("i"), _bin_udf(grids[c.name])(_as_number(c.name, types[c.name])).alias("b"))
+        for i, c in enumerate(columns)
+    ]
     rows = (
-        frame.select(expression.alias("v"))
-        .where(qcol("v").isNotNull() & ~F.isnan(qcol("v")))
-        .select(_bin(qcol("v")).alias("bin"))
-        .groupBy("bin")
+        frame.select(F.explode(F.array(*entries)).alias("s"))
+        .select("s.i", "s.b")
+        .where(F.col("b") >= 0)
+        .groupBy("i", "b")
         .count()
         .collect()
     )
-    counts = np.zeros(len(grid) + 1, dtype="float64")
+    counts = {c.name: np.zeros(len(grids[c.name]) + 1, dtype="float64") for c in columns}
     for row in rows:
-        counts[int(row["bin"])] += float(row["count"])
+        counts[columns[int(row["i"])].name][int(row["b"])] += float(row["count"])
     return counts
 
 
-def ks_complement(real: DataFrame, synthetic: DataFrame, column: str, real_type: Any, synthetic_type: Any) -> float | None:
-    """Return 1 - KS between the real and synthetic values of a numeric or datetime column."""
-    real_values = _as_number(column, real_type)
-    synthetic_values = _as_number(column, synthetic_type)
-    probabilities = np.linspace(0, 1, GRID_POINTS + 1).tolist()
-    row = real.agg(F.percentile_approx(real_values, probabilities, 20_000)).first()
-    if row is None or row[0] is None:
-        return None
-    grid = np.unique(np.asarray(row[0], dtype="float64"))
-    real_counts = _cdf_bins(real, real_values, grid)
-    synthetic_counts = _cdf_bins(synthetic, synthetic_values, grid)
-    if real_counts.sum() == 0 or synthetic_counts.sum() == 0:
-        return None
-    real_cdf = np.cumsum(real_counts) / real_counts.sum()
-    synthetic_cdf = np.cumsum(synthetic_counts) / synthetic_counts.sum()
-    return float(1 - np.max(np.abs(real_cdf - synthetic_cdf)))
+def _category_shares(frame: DataFrame, columns: list[ColumnModel]) -> dict[str, dict[Any, float]]:
+    """Return each column's category shares (null is a category), from one job."""
+    entries = [
+        F.struct(F.lit(i).alias("i"), qcol(c.name).cast("string").alias("v")) for i, c in enumerate(columns)
+    ]
+    rows = (
+        frame.select(F.explode(F.array(*entries)).alias("s"))
+        .select("s.i", "s.v")
+        .groupBy("i", "v")
+        .count()
+        .collect()
+    )
+    counts: dict[str, dict[Any, float]] = {c.name: {} for c in columns}
+    for row in rows:
+        counts[columns[int(row["i"])].name][row["v"]] = float(row["count"])
+    result = {}
+    for name, values in counts.items():
+        total = sum(values.values())
+        result[name] = {k: v / total for k, v in values.items()} if total else {}
+    return result
 
 
-def tv_complement(real: DataFrame, synthetic: DataFrame, column: str) -> float:
-    """Return 1 - total variation distance between category shares (null counts as a category)."""
+def column_shapes(real: DataFrame, synthetic: DataFrame, columns: list[ColumnModel]) -> dict[str, dict[str, Any]]:
+    """Score each value column: 1 - KS for numeric and datetime, 1 - TV distance for categorical and boolean.
 
-    def shares(frame: DataFrame) -> dict[Any, float]:
-        rows = (
-            frame.select(qcol(column).cast("string").alias("v"))
-            .groupBy("v")
-            .count()
-            .orderBy(F.desc("count"))
-            .limit(MAX_CATEGORIES)
-            .collect()
-        )
-        total_row = frame.agg(F.count(F.lit(1))).first()
-        total = float(total_row[0]) if total_row else 0.0
-        return {r["v"]: r["count"] / total for r in rows} if total else {}
-
-    real_shares = shares(real)
-    synthetic_shares = shares(synthetic)
-    keys = set(real_shares) | set(synthetic_shares)
-    distance = 0.5 * sum(abs(real_shares.get(k, 0.0) - synthetic_shares.get(k, 0.0)) for k in keys)
-    # Mass beyond MAX_CATEGORIES on either side counts as fully different.
-    distance += 0.5 * abs((1 - sum(real_shares.values())) + (1 - sum(synthetic_shares.values())))
-    return float(1 - min(distance, 1.0))
-
-
-def column_shape(real: DataFrame, synthetic: DataFrame, column: ColumnModel) -> tuple[str, float | None]:
-    """Return the metric name and score comparing one value column, or None where it is undefined."""
-    dist = column.distribution["type"]
-    if dist in ("key", "text", "string_format", "uniform_int", "all_null", "ordinal"):
-        return "skipped", None
-    real_type = real.schema[column.name].dataType
-    synthetic_type = synthetic.schema[column.name].dataType
-    if dist in _NUMERIC_DISTRIBUTIONS:
-        return "ks_complement", ks_complement(real, synthetic, column.name, real_type, synthetic_type)
-    return "tv_complement", tv_complement(real, synthetic, column.name)
+    Key, text, id and all-null columns are skipped, as SDMetrics skips them.
+    """
+    numeric = [c for c in columns if c.distribution["type"] in _NUMERIC_DISTRIBUTIONS]
+    categorical = [c for c in columns if c.distribution["type"] in ("categorical", "boolean")]
+    scores: dict[str, dict[str, Any]] = {}
+    if numeric:
+        real_types = {field.name: field.dataType for field in real.schema.fields}
+        probabilities = np.linspace(0, 1, GRID_POINTS + 1).tolist()
+        row = real.agg(
+            *[F.percentile_approx(_as_number(c.name, real_types[c.name]), probabilities, 20_000) for c in numeric]
+        ).first()
+        assert row is not None
+        grids = {c.name: np.unique(np.asarray(row[i] or [0.0], dtype="float64")) for i, c in enumerate(numeric)}
+        real_counts = _numeric_bins(real, numeric, grids)
+        synthetic_counts = _numeric_bins(synthetic, numeric, grids)
+        for column in numeric:
+            a, b = real_counts[column.name], synthetic_counts[column.name]
+            if a.sum() == 0 or b.sum() == 0:
+                continue
+            statistic = np.max(np.abs(np.cumsum(a) / a.sum() - np.cumsum(b) / b.sum()))
+            scores[column.name] = {"metric": "ks_complement", "score": float(1 - statistic)}
+    if categorical:
+        real_shares = _category_shares(real, categorical)
+        synthetic_shares = _category_shares(synthetic, categorical)
+        for column in categorical:
+            first, second = real_shares[column.name], synthetic_shares[column.name]
+            keys = set(first) | set(second)
+            distance = 0.5 * sum(abs(first.get(k, 0.0) - second.get(k, 0.0)) for k in keys)
+            scores[column.name] = {"metric": "tv_complement", "score": float(1 - min(distance, 1.0))}
+    return {c.name: scores[c.name] for c in columns if c.name in scores}
 
 
 def _relationship_scores(
@@ -224,12 +236,9 @@ def evaluate(
         entry: dict[str, Any] = {"rows": frame.count(), "real_rows": fitted.rows, "column_shapes": {}}
         if fitted.primary_key:
             entry["primary_key"] = primary_key_uniqueness(frame, fitted.primary_key)
-        for column in fitted.columns:
-            metric, score = column_shape(real[table], frame, column) if table in real else ("skipped", None)
-            if score is None:
-                continue
-            entry["column_shapes"][column.name] = {"metric": metric, "score": score}
-            shape_scores.append(score)
+        if table in real:
+            entry["column_shapes"] = column_shapes(real[table], frame, fitted.columns)
+            shape_scores.extend(v["score"] for v in entry["column_shapes"].values())
         scores = [v["score"] for v in entry["column_shapes"].values()]
         entry["column_shapes_mean"] = float(np.mean(scores)) if scores else None
         report["tables"][table] = entry

@@ -401,7 +401,7 @@ class _TableFitter:
         role = self.key_roles.get(column, "value")
 
         def model(distribution: dict[str, Any]) -> ColumnModel:
-            return ColumnModel(column, kind.value, data_type.simpleString(), role, null_fraction, distribution)
+            return ColumnModel(column, kind.value, data_type.json(), role, null_fraction, distribution)
 
         min_count = self.config.model.min_category_count
         if role == "foreign_key":

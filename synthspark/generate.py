@@ -9,6 +9,7 @@ parent, which makes every key valid by construction.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
@@ -63,7 +64,8 @@ class GeneratedDatabase:
 
 
 def _type_of(column: ColumnModel) -> T.DataType:
-    return T._parse_datatype_string(column.spark_type)  # noqa: SLF001 - public in spirit, stable since Spark 2
+    # Pure Python, unlike _parse_datatype_string, so it works under Spark Connect too.
+    return T._parse_datatype_json_string(column.spark_type)  # noqa: SLF001
 
 
 def _with_prefix_sums(spark: SparkSession, frame: DataFrame, rows: int) -> tuple[DataFrame, int]:
@@ -88,6 +90,16 @@ def _with_prefix_sums(spark: SparkSession, frame: DataFrame, rows: int) -> tuple
         .drop("offset", BLOCK)
     )
     return result, running
+
+
+def _affine_permutation(rows: int, seed: int, *parts: str) -> tuple[int, int]:
+    """Return (multiplier, offset) such that i -> (multiplier * i + offset) mod rows is a permutation."""
+    digest = hashlib.sha256("|".join([str(seed), *parts]).encode()).digest()
+    multiplier = int.from_bytes(digest[:8], "big") % rows or 1
+    while math.gcd(multiplier, rows) != 1:
+        multiplier = multiplier % rows + 1
+    offset = int.from_bytes(digest[8:16], "big") % rows
+    return multiplier, offset
 
 
 def _sample_counts(seed: int, table: str, rel: RelationshipModel, purpose: str) -> Column:
@@ -159,21 +171,32 @@ class _Generator:
             expanded = expanded.unionByName(nulls)
         return expanded, total + null_rows
 
-    def assign(self, table: str, frame: DataFrame, rel: Relationship) -> DataFrame:
-        """Fill ``rel``'s columns by drawing, for each row, one slot of a parent's sampled child count."""
+    def assign(self, table: str, frame: DataFrame, rows: int, rel: Relationship) -> DataFrame:
+        """Fill ``rel``'s columns by mapping rows onto the slots of each parent's sampled child count.
+
+        Row ``i`` takes slot ``floor(perm(i) * slots / rows)`` where ``perm`` is an
+        affine permutation of ``0 .. rows-1`` derived from the seed. Each slot so
+        receives ``rows / slots`` rows (rounded), which keeps the relationship's
+        children-per-parent distribution, zeros included.
+        """
         fitted_rel = self.model.relationships[rel.name]
         parents = self.parent_keys(rel).withColumn(COUNT, _sample_counts(self.seed, table, fitted_rel, "slots"))
         ranged, slots = _with_prefix_sums(self.spark, parents, self.rows[rel.parent])
         types = {c.name: _type_of(c) for c in self.model.tables[table].columns}
-        if slots == 0:
+        if slots == 0 or rows == 0:
             logger.warning("relationship %s: the generated parents offer no children; its key is null", rel.describe())
-            return frame.select(*frame.columns, *[F.lit(None).cast(types[c]).alias(c) for c in rel.columns])
+            return frame.select(*[qcol(c) for c in frame.columns], *[F.lit(None).cast(types[c]).alias(c) for c in rel.columns])
         exploded = ranged.where(qcol(COUNT) > 0).select(
             *[qcol(c) for c in rel.columns],
             F.explode(F.sequence(qcol(START), qcol(START) + qcol(COUNT) - 1)).alias(SLOT),
         )
+        multiplier, offset = _affine_permutation(rows, self.seed, table, rel.name)
+        wide = T.DecimalType(38, 0)
+        permuted = F.pmod(
+            qcol(ROW_INDEX).cast(wide) * F.lit(multiplier).cast(wide) + F.lit(offset).cast(wide), F.lit(rows).cast(wide)
+        )
+        slot = F.floor(permuted * F.lit(slots).cast(wide) / F.lit(rows).cast(wide)).cast("long")
         is_null = uniform(self.seed, table, rel.name, "null") < F.lit(fitted_rel.null_fraction)
-        slot = F.floor(uniform(self.seed, table, rel.name, "slot") * F.lit(slots)).cast("long")
         with_slot = frame.withColumn(SLOT, F.when(is_null, F.lit(None)).otherwise(slot))
         return with_slot.join(exploded, on=SLOT, how="left").drop(SLOT)
 
@@ -184,7 +207,7 @@ class _Generator:
         else:
             frame, count = self.child_frame(table, table_plan.driver)
         for rel in table_plan.assigned:
-            frame = self.assign(table, frame, rel)
+            frame = self.assign(table, frame, count, rel)
         fitted = self.model.tables[table]
         key_columns = [c for c in fitted.primary_key if c not in frame.columns]
         frame = frame.select(

@@ -25,7 +25,7 @@ class ColumnModel:
 
     name: str
     kind: str
-    spark_type: str
+    spark_type: str  # DataType.json(), for example "integer" or "decimal(12,2)"
     role: str
     null_fraction: float
     distribution: dict[str, Any]

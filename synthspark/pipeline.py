@@ -15,11 +15,11 @@ from pyspark.sql import SparkSession
 from synthspark.config import SynthConfig
 from synthspark.errors import ConfigError, SynthsparkError
 from synthspark.evaluate import evaluate
-from synthspark.fit import fit_prepared, prepare_sources
+from synthspark.fit import PreparedSources, fit_prepared, prepare_sources
 from synthspark.generate import generate
 from synthspark.model import FittedModel
 from synthspark.output import check_targets, read_tables, targets, write_tables
-from synthspark.plan import build_plan
+from synthspark.plan import Plan, build_plan
 from synthspark.tracking import (
     RunTracker,
     config_params,
@@ -78,15 +78,12 @@ def _integrity_gate(report: dict[str, Any]) -> None:
         )
 
 
-def fit_stage(spark: SparkSession, config: SynthConfig, model_dir: str, tracker: RunTracker) -> tuple[FittedModel, float]:
-    """Fit a model, save it to ``model_dir`` and log it; return it and the seconds taken."""
+def fit_stage(
+    config: SynthConfig, plan: Plan, sources: PreparedSources, model_dir: str, tracker: RunTracker
+) -> tuple[FittedModel, float]:
+    """Fit a model on prepared sources, save it to ``model_dir`` and log it; return it and the seconds taken."""
     started = time.monotonic()
-    plan = build_plan(config)
-    sources = prepare_sources(spark, config, plan)
-    try:
-        model = fit_prepared(config, plan, sources)
-    finally:
-        sources.unpersist()
+    model = fit_prepared(config, plan, sources)
     model.save(model_dir)
     seconds = time.monotonic() - started
     tracker.metrics({metric_key("orphan_rows", name): float(rel.orphan_rows) for name, rel in model.relationships.items()})
@@ -117,12 +114,35 @@ def run_pipeline(
     if "generate" in stages:
         check_targets(spark, config.output, targets(config.output, list(plan.order)))
 
-    with tracked_run(config.tracking, run_name=f"{config.name}-{'-'.join(stages)}") as tracker:
-        result.run_id = tracker.run_id
-        tracker.config(config)
-        model: FittedModel | None = None
+    sources: PreparedSources | None = None
+    try:
+        with tracked_run(config.tracking, run_name=f"{config.name}-{'-'.join(stages)}") as tracker:
+            result.run_id = tracker.run_id
+            sources = _run_stages(spark, config, plan, stages, model_dir, tracker, result)
+    finally:
+        if sources is not None:
+            sources.unpersist()
+    return result
+
+
+def _run_stages(
+    spark: SparkSession,
+    config: SynthConfig,
+    plan: Plan,
+    stages: tuple[str, ...],
+    model_dir: str,
+    tracker: RunTracker,
+    result: RunResult,
+) -> PreparedSources | None:
+    """Run the stages; return the prepared sources (cached) for the caller to release."""
+    tracker.config(config)
+    sources: PreparedSources | None = None
+    try:
         if "fit" in stages:
-            model, result.seconds["fit"] = fit_stage(spark, config, model_dir, tracker)
+            started = time.monotonic()
+            sources = prepare_sources(spark, config, plan)
+            result.seconds["prepare"] = time.monotonic() - started
+            model, result.seconds["fit"] = fit_stage(config, plan, sources, model_dir, tracker)
         else:
             model = FittedModel.load(model_dir)
             _check_model_matches(model, config)
@@ -146,11 +166,9 @@ def run_pipeline(
         if "evaluate" in stages:
             started = time.monotonic()
             synthetic = read_tables(spark, config.output, list(plan.order))
-            sources = prepare_sources(spark, config, plan)
-            try:
-                result.report = evaluate(model, plan, sources.frames, synthetic)
-            finally:
-                sources.unpersist()
+            if sources is None:
+                sources = prepare_sources(spark, config, plan)
+            result.report = evaluate(model, plan, sources.frames, synthetic)
             result.seconds["evaluate"] = time.monotonic() - started
             tracker.metrics(flatten_report(result.report))
             tracker.json(result.report, "metrics.json")
@@ -158,7 +176,11 @@ def run_pipeline(
                 _save_report(result.report, config.output.path)
 
         tracker.metrics({metric_key("seconds", stage): s for stage, s in result.seconds.items()})
-    return result
+    except BaseException:
+        if sources is not None:
+            sources.unpersist()
+        raise
+    return sources
 
 
 def _save_report(report: dict[str, Any], output_path: str) -> None:

@@ -12,7 +12,7 @@ from synthspark.config import ForeignKeySpec, SynthConfig
 from synthspark.errors import ConfigError
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Relationship:
     """One foreign key, resolved: ``child.columns -> parent.parent_columns``."""
 
@@ -124,10 +124,10 @@ def _covering_relationship(
     rel: Relationship, filled: dict[str, Relationship], by_child: dict[str, list[Relationship]]
 ) -> bool:
     """Whether ``rel``'s columns, already filled from another parent, are valid through that parent's own key."""
-    sources = {filled[column] for column in rel.columns}
+    sources = {filled[column].name for column in rel.columns}
     if len(sources) != 1:
         return False
-    source = sources.pop()
+    source = filled[rel.columns[0]]
     # Child column c was copied from source.parent column p; p must reference rel.parent the same way.
     mapped = tuple(source.parent_columns[source.columns.index(column)] for column in rel.columns)
     for parent_rel in by_child.get(source.parent, []):

@@ -71,6 +71,7 @@ def get_spark(
             builder = builder.config("spark.jars", ",".join(jars))
         elif "spark.jars.packages" not in conf and "spark.jars" not in conf:
             builder = builder.config("spark.jars.packages", delta_maven_coordinate())
+    builder = builder.config("spark.ui.showConsoleProgress", "false")
     for key, value in conf.items():
         builder = builder.config(key, value)
     logger.info("starting Spark session: master=%s", master)
