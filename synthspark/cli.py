@@ -76,8 +76,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from synthspark.pipeline import run_pipeline
         from synthspark.plan import build_plan
         from synthspark.session import get_spark
+        from synthspark.sources import check_sources
 
         build_plan(config)
+        if args.command != "generate":
+            check_sources(config)
         spark = get_spark(args.master, dict(args.conf))
         result = run_pipeline(spark, config, model_dir=args.model, stages=STAGES[args.command])
     except SynthsparkError as error:

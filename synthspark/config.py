@@ -268,7 +268,13 @@ def _describe_validation_error(error: ValidationError, origin: str) -> str:
             lines.append(f"  - {location}: required key is missing")
         else:
             message = item["msg"].removeprefix("Value error, ")
-            lines.append(f"  - {location}: {message} (got {item.get('input')!r})"[:600])
+            value = item.get("input")
+            shown = "" if isinstance(value, (dict, list)) else f" (got {value!r})"
+            if not item["loc"]:
+                # Cross-table checks report several problems joined by "; ".
+                lines.extend(f"  - {part}" for part in message.split("; "))
+            else:
+                lines.append(f"  - {location}: {message}{shown}")
     return "\n".join(lines)
 
 

@@ -20,6 +20,7 @@ from synthspark.generate import generate
 from synthspark.model import FittedModel
 from synthspark.output import check_targets, read_tables, targets, write_tables
 from synthspark.plan import Plan, build_plan
+from synthspark.sources import check_sources
 from synthspark.tracking import (
     RunTracker,
     config_params,
@@ -110,6 +111,8 @@ def run_pipeline(
         raise ConfigError(f"unknown stage(s) {sorted(unknown)}; choose from fit, generate, evaluate")
     model_dir = model_dir or default_model_dir(config)
     plan = build_plan(config)
+    if "fit" in stages or "evaluate" in stages:
+        check_sources(config)
     result = RunResult()
     if "generate" in stages:
         check_targets(spark, config.output, targets(config.output, list(plan.order)))

@@ -8,10 +8,8 @@ which tables are generated.
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 from pyspark.sql import Column
 from pyspark.sql import functions as F
-from pyspark.sql.functions import pandas_udf
 
 # Reserved prefix of internal columns; they never reach the output.
 INTERNAL = "__ss_"
@@ -34,8 +32,17 @@ def hash_long(seed: int, *parts: str | int, index: Column | None = None) -> Colu
     return F.shiftrightunsigned(hashed, 1)
 
 
+def _double_array(values: np.ndarray) -> Column:
+    return F.array(*[F.lit(float(v)) for v in values])
+
+
 def choose_index(u: Column, weights: list[float]) -> Column:
-    """Return the 0-based index drawn from ``weights`` (not necessarily normalised) by the uniform ``u``."""
+    """Return the 0-based index drawn from ``weights`` (not necessarily normalised) by the uniform ``u``.
+
+    Exact inverse-CDF sampling in plain SQL: a lookup table of ``resolution``
+    buckets narrows ``u`` to a short range of candidate indexes, and only that
+    range of the cumulative weights is scanned.
+    """
     cumulative = np.cumsum(np.asarray(weights, dtype="float64"))
     if len(cumulative) == 0 or cumulative[-1] <= 0:
         raise ValueError("choose_index needs at least one positive weight")
@@ -44,18 +51,20 @@ def choose_index(u: Column, weights: list[float]) -> Column:
     if last == 0:
         return F.lit(0)
     if last < 8:
-        # A short CASE chain is cheaper than a Python worker round trip.
         expression = F.lit(last)
         for position in range(last - 1, -1, -1):
             expression = F.when(u < F.lit(float(cumulative[position])), F.lit(position)).otherwise(expression)
         return expression
-
-    @pandas_udf("int")  # type: ignore[call-overload]
-    def _search(values: pd.Series) -> pd.Series:
-        found = np.searchsorted(cumulative, values.to_numpy(), side="right")
-        return pd.Series(np.minimum(found, last).astype("int32"))
-
-    return _search(u)
+    resolution = int(min(max(1024, 4 * len(cumulative)), 1 << 16))
+    edges = np.arange(resolution + 1) / resolution
+    # Index chosen at a bucket's lower and upper edge: the answer for any u inside lies between them.
+    low = np.minimum(np.searchsorted(cumulative, edges[:-1], side="right"), last)
+    high = np.minimum(np.searchsorted(cumulative, edges[1:], side="right"), last)
+    bucket = F.least(F.floor(u * F.lit(resolution)).cast("int"), F.lit(resolution - 1)) + F.lit(1)
+    start = F.element_at(F.array(*[F.lit(int(v)) for v in low]), bucket)
+    stop = F.element_at(F.array(*[F.lit(int(v)) for v in high]), bucket)
+    candidates = F.slice(_double_array(cumulative), start + F.lit(1), stop - start + F.lit(1))
+    return F.least(start + F.size(F.filter(candidates, lambda c: c <= u)), F.lit(last))
 
 
 def inverse_quantiles(u: Column, quantiles: list[float]) -> Column:
@@ -63,13 +72,12 @@ def inverse_quantiles(u: Column, quantiles: list[float]) -> Column:
     points = np.asarray(quantiles, dtype="float64")
     if len(points) == 1:
         return F.lit(float(points[0]))
-    probabilities = np.linspace(0.0, 1.0, len(points))
-
-    @pandas_udf("double")  # type: ignore[call-overload]
-    def _interpolate(values: pd.Series) -> pd.Series:
-        return pd.Series(np.interp(values.to_numpy(), probabilities, points))
-
-    return _interpolate(u)
+    table = _double_array(points)
+    position = u * F.lit(len(points) - 1)
+    index = F.least(F.floor(position).cast("int"), F.lit(len(points) - 2))
+    below = F.element_at(table, index + F.lit(1))
+    above = F.element_at(table, index + F.lit(2))
+    return below + (position - index) * (above - below)
 
 
 def pick(index: Column, values: list[object]) -> Column:

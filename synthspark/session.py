@@ -72,6 +72,9 @@ def get_spark(
         elif "spark.jars.packages" not in conf and "spark.jars" not in conf:
             builder = builder.config("spark.jars.packages", delta_maven_coordinate())
     builder = builder.config("spark.ui.showConsoleProgress", "false")
+    if master.startswith("local"):
+        # Delta replays its log with 50 partitions by default, which dominates small local runs.
+        builder = builder.config("spark.databricks.delta.snapshotPartitions", "2")
     for key, value in conf.items():
         builder = builder.config(key, value)
     logger.info("starting Spark session: master=%s", master)

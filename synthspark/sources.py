@@ -39,6 +39,29 @@ def local_csv_header(path: str) -> list[str] | None:
     return row or []
 
 
+def check_sources(config: SynthConfig) -> None:
+    """Check local source files and CSV headers without Spark; raise :class:`ConfigError` on the first problem.
+
+    Catalog tables and remote paths are checked when Spark reads them.
+    """
+    for table, spec in config.tables.items():
+        if spec.source.table is not None:
+            continue
+        location = source_location(config, table)
+        if "://" in location and not location.startswith("file:"):
+            continue
+        local = location.removeprefix("file:")
+        if not os.path.exists(local):
+            raise ConfigError(
+                f"source of table '{table}' not found: {local} (tables.{table}.source.path resolved against "
+                f"source_root {config.source_root!r}). Check the path, or pass --source with the folder that holds it"
+            )
+        if spec.source.format == "csv" and "header" not in spec.source.options:
+            header = local_csv_header(local)
+            if header is not None:
+                check_declared_columns(table, spec, header)
+
+
 def read_table(spark: SparkSession, config: SynthConfig, table: str) -> DataFrame:
     """Read one source table, with datetime columns stored as text parsed by their declared format."""
     spec = config.tables[table]
