@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import mlflow
@@ -56,10 +57,16 @@ def assert_same_rows(first: DataFrame, second: DataFrame) -> None:
 
 
 @pytest.fixture(scope="module")
-def bank_run(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory):
+def bank_run(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory, mlflow_server: str):
+    """Run the whole pipeline once, tracked on a real MLflow server on 127.0.0.1."""
     tmp_path = tmp_path_factory.mktemp("bank")
     config = _config(tmp_path)
-    result = run_pipeline(spark, config)
+    previous = os.environ["MLFLOW_TRACKING_URI"]
+    os.environ["MLFLOW_TRACKING_URI"] = mlflow_server
+    try:
+        result = run_pipeline(spark, config)
+    finally:
+        os.environ["MLFLOW_TRACKING_URI"] = previous
     return config, result, tmp_path
 
 
@@ -103,9 +110,9 @@ def test_scores_cover_every_table_and_relationship(bank_run) -> None:
     assert report["overall"]["column_shapes"] > 0.8
 
 
-def test_mlflow_run_holds_params_metrics_artifacts(bank_run) -> None:
+def test_mlflow_server_run_holds_params_metrics_artifacts(bank_run, mlflow_server: str) -> None:
     _, result, _ = bank_run
-    client = MlflowClient()
+    client = MlflowClient(tracking_uri=mlflow_server)
     run = client.get_run(result.run_id)
     assert run.info.status == "FINISHED"
     params = run.data.params
