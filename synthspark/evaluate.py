@@ -66,33 +66,42 @@ def primary_key_uniqueness(frame: DataFrame, key: list[str]) -> dict[str, float]
     }
 
 
-def foreign_key_validity(child: DataFrame, columns: list[str], parent: DataFrame, parent_columns: list[str]) -> dict[str, float]:
-    """Count non-null child keys without a parent (an anti join); score = share of valid non-null keys."""
-    present = child.where(_all_present(columns)).select(*columns)
-    keys = parent.select(*[qcol(p).alias(c) for p, c in zip(parent_columns, columns)]).distinct()
-    row = present.agg(F.count(F.lit(1))).first()
-    non_null = int(row[0]) if row else 0
-    orphans = present.join(keys, on=columns, how="left_anti").count()
-    return {
-        "non_null_rows": non_null,
-        "orphan_rows": orphans,
-        "score": (1 - orphans / non_null) if non_null else 1.0,
-    }
+def relationship_counts(
+    child: DataFrame, columns: list[str], parent: DataFrame, parent_columns: list[str]
+) -> tuple[dict[float, float], int, int]:
+    """Return children per parent (count -> parents, zeros included), orphan rows and non-null key rows.
 
-
-def children_histogram(child: DataFrame, columns: list[str], parent: DataFrame, parent_columns: list[str]) -> dict[float, float]:
-    """Return children-per-parent counts (zeros included) as count -> number of parents."""
-    counts = child.where(_all_present(columns)).groupBy(*columns).count()
-    per_parent = parent.select(*[qcol(p).alias(c) for p, c in zip(parent_columns, columns)]).join(
-        counts, on=columns, how="left"
+    One full outer join of the parent keys with the child key counts yields both:
+    child keys with no parent are orphans, parents with no child keys count zero.
+    """
+    found = "__ss_parent"
+    keys = (
+        parent.select(*[qcol(p).alias(c) for p, c in zip(parent_columns, columns)])
+        .distinct()
+        .withColumn(found, F.lit(True))
     )
+    counts = child.where(_all_present(columns)).groupBy(*[qcol(c) for c in columns]).count()
+    joined = keys.join(counts, on=columns, how="full_outer")
     rows = (
-        per_parent.select(F.coalesce(qcol("count"), F.lit(0)).alias("children"))
-        .groupBy("children")
+        joined.select(
+            F.coalesce(qcol(found), F.lit(False)).alias("has_parent"),
+            F.coalesce(F.col("count"), F.lit(0)).alias("children"),
+        )
+        .groupBy("has_parent", "children")
         .count()
         .collect()
     )
-    return {float(r["children"]): float(r["count"]) for r in rows}
+    histogram: dict[float, float] = {}
+    orphans = 0
+    present = 0
+    for row in rows:
+        children = int(row["children"])
+        present += children * int(row["count"])
+        if row["has_parent"]:
+            histogram[float(children)] = histogram.get(float(children), 0.0) + float(row["count"])
+        else:
+            orphans += children * int(row["count"])
+    return histogram, orphans, present
 
 
 def _bin_udf(grid: np.ndarray) -> Any:
@@ -183,16 +192,10 @@ def column_shapes(real: DataFrame, synthetic: DataFrame, columns: list[ColumnMod
     return {c.name: scores[c.name] for c in columns if c.name in scores}
 
 
-def _relationship_scores(
-    rel: RelationshipModel, real_frames: dict[str, DataFrame], synthetic: dict[str, DataFrame]
-) -> dict[str, Any]:
-    validity = foreign_key_validity(synthetic[rel.child], rel.columns, synthetic[rel.parent], rel.parent_columns)
+def _relationship_scores(rel: RelationshipModel, synthetic: dict[str, DataFrame]) -> dict[str, Any]:
+    # The real histogram is the fitted one: the same source rows, after orphan policies.
     real_histogram = {float(v): float(p) for v, p in zip(rel.count_values, rel.count_parents)}
-    if rel.child in real_frames and rel.parent in real_frames:
-        real_histogram = children_histogram(
-            real_frames[rel.child], rel.columns, real_frames[rel.parent], rel.parent_columns
-        )
-    synthetic_histogram = children_histogram(
+    synthetic_histogram, orphans, present = relationship_counts(
         synthetic[rel.child], rel.columns, synthetic[rel.parent], rel.parent_columns
     )
 
@@ -207,8 +210,8 @@ def _relationship_scores(
         }
 
     return {
-        "foreign_key_validity": validity["score"],
-        "orphan_rows": validity["orphan_rows"],
+        "foreign_key_validity": (1 - orphans / present) if present else 1.0,
+        "orphan_rows": orphans,
         "cardinality_similarity": 1 - ks_from_histograms(real_histogram, synthetic_histogram),
         "children_real": summary(real_histogram),
         "children_synthetic": summary(synthetic_histogram),
@@ -232,9 +235,12 @@ def evaluate(
         started = time.monotonic()
         fitted = model.tables[table]
         frame = synthetic[table]
-        entry: dict[str, Any] = {"rows": frame.count(), "real_rows": fitted.rows, "column_shapes": {}}
+        entry: dict[str, Any] = {"real_rows": fitted.rows, "column_shapes": {}}
         if fitted.primary_key:
             entry["primary_key"] = primary_key_uniqueness(frame, fitted.primary_key)
+            entry["rows"] = entry["primary_key"]["rows"]
+        else:
+            entry["rows"] = frame.count()
         if table in real:
             entry["column_shapes"] = column_shapes(real[table], frame, fitted.columns)
             shape_scores.extend(v["score"] for v in entry["column_shapes"].values())
@@ -248,7 +254,7 @@ def evaluate(
     for rel in plan.relationships:
         report["relationships"][rel.name] = {
             "relationship": rel.describe(),
-            **_relationship_scores(model.relationships[rel.name], real, synthetic),
+            **_relationship_scores(model.relationships[rel.name], synthetic),
         }
     key_scores = [t["primary_key"]["score"] for t in report["tables"].values() if "primary_key" in t]
     fk_scores = [r["foreign_key_validity"] for r in report["relationships"].values()]

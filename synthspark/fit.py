@@ -38,7 +38,21 @@ FORMAT_MATCH_SHARE = 0.9
 
 _INTEGER_TYPES = (T.ByteType, T.ShortType, T.IntegerType, T.LongType)
 _NUMERIC_TYPES = (*_INTEGER_TYPES, T.FloatType, T.DoubleType, T.DecimalType)
+_NUMBER_LIKE_TYPES = (*_NUMERIC_TYPES, T.DateType, T.TimestampType, T.TimestampNTZType)
 _PREFIXED_NUMBER = r"^([^0-9]*)([0-9]+)$"
+
+
+@dataclass(frozen=True)
+class _FittedStats:
+    """Aggregates of one table from which each column's model is built."""
+
+    rows: int
+    non_null: dict[str, int]
+    ranges: dict[str, tuple[float, float]]
+    trues: dict[str, int]
+    frequencies: dict[str, tuple[list[Any], list[int]]]
+    discrete: set[str]
+    quantiles: dict[str, list[float]]
 
 
 @dataclass(frozen=True)
@@ -79,21 +93,25 @@ def _key_text(columns: list[str] | tuple[str, ...]) -> Column:
 
 
 def check_primary_key(table: str, frame: DataFrame, key: list[str]) -> None:
-    """Raise :class:`SourceDataError` when the declared primary key has nulls or duplicates."""
+    """Raise :class:`SourceDataError` when the declared primary key has nulls or duplicates (one Spark job)."""
     if not key:
         return
     where = f"{table}.{key[0]}" if len(key) == 1 else f"{table}.({', '.join(key)})"
-    nulls = frame.where(_any_null(key))
-    null_count = nulls.count()
-    if null_count:
+    groups = frame.groupBy(*[qcol(c) for c in key]).count().withColumn("__ss_null", _any_null(key))
+    duplicated = ~qcol("__ss_null") & (F.col("count") > 1)
+    stats = groups.agg(
+        F.sum(F.when(qcol("__ss_null"), F.col("count")).otherwise(0)).alias("null_rows"),
+        F.sum(F.when(duplicated, 1).otherwise(0)).alias("keys"),
+        F.sum(F.when(duplicated, F.col("count") - 1).otherwise(0)).alias("surplus"),
+    ).first()
+    assert stats is not None
+    if stats["null_rows"]:
         raise SourceDataError(
-            f"primary key {where} has {null_count} row(s) with a null key value; a primary key must be "
+            f"primary key {where} has {stats['null_rows']} row(s) with a null key value; a primary key must be "
             f"non-null. Fill or drop those rows, or declare another primary key"
         )
-    duplicates = frame.groupBy(*key).count().where(qcol("count") > 1)
-    stats = duplicates.agg(F.count(F.lit(1)).alias("keys"), F.sum(qcol("count") - 1).alias("surplus")).first()
-    if stats is not None and stats["keys"]:
-        examples = [row[0] for row in duplicates.select(_key_text(key)).orderBy(1).limit(5).collect()]
+    if stats["keys"]:
+        examples = [row[0] for row in groups.where(duplicated).select(_key_text(key)).orderBy(1).limit(5).collect()]
         raise SourceDataError(
             f"primary key {where} is not unique: {stats['keys']} key value(s) occur more than once "
             f"({stats['surplus']} surplus row(s)), for example {format_examples(examples)}. "
@@ -215,21 +233,6 @@ def _as_number(column: str, data_type: T.DataType) -> Column:
     return qcol(column).cast("double")
 
 
-def _frequencies(frame: DataFrame, expression: Column, min_count: int) -> tuple[list[Any], list[int]]:
-    """Return values seen at least ``min_count`` times with their counts, most frequent first, capped."""
-    rows = (
-        frame.select(expression.alias("value"))
-        .where(qcol("value").isNotNull())
-        .groupBy("value")
-        .count()
-        .where(qcol("count") >= min_count)
-        .orderBy(F.desc("count"), F.asc("value"))
-        .limit(MAX_STORED_VALUES)
-        .collect()
-    )
-    return [row["value"] for row in rows], [int(row["count"]) for row in rows]
-
-
 def _string_format(frame: DataFrame, column: str, non_null: int) -> dict[str, Any]:
     """Learn how string ids look: prefix + digits (with zero padding), or fixed-length codes."""
     value = qcol(column)
@@ -312,38 +315,58 @@ class _TableFitter:
                     column,
                     self.kind_of(column).value,
                 )
-        for column in columns:
             data_type = self.schema[column]
             if isinstance(data_type, (T.ArrayType, T.MapType, T.StructType, T.BinaryType)):
                 raise SourceDataError(
                     f"column {self.table}.{column} has type {data_type.simpleString()}, which synthspark cannot "
                     f"model; drop the column from the source (a view without it works) or convert it to a string"
                 )
+        number_like = [c for c in columns if isinstance(self.schema[c], _NUMBER_LIKE_TYPES)]
+        booleans = [
+            c for c in columns
+            if c not in self.key_roles
+            and (self.kind_of(c) == ColumnKind.BOOLEAN or isinstance(self.schema[c], T.BooleanType))
+        ]
+        # One job for counts, distinct counts, ranges and true counts of every column.
         basics = frame.agg(
             F.count(F.lit(1)).alias("__rows"),
             *[F.count(qcol(c)).alias(f"n_{i}") for i, c in enumerate(columns)],
             *[F.approx_count_distinct(qcol(c)).alias(f"d_{i}") for i, c in enumerate(columns)],
+            *[F.min(_as_number(c, self.schema[c])).alias(f"lo_{i}") for i, c in enumerate(number_like)],
+            *[F.max(_as_number(c, self.schema[c])).alias(f"hi_{i}") for i, c in enumerate(number_like)],
+            *[F.sum(qcol(c).cast("boolean").cast("int")).alias(f"t_{i}") for i, c in enumerate(booleans)],
         ).first()
         assert basics is not None
         rows = int(basics["__rows"])
         non_null = {c: int(basics[f"n_{i}"]) for i, c in enumerate(columns)}
         distinct = {c: int(basics[f"d_{i}"]) for i, c in enumerate(columns)}
+        ranges = {
+            c: (float(basics[f"lo_{i}"]), float(basics[f"hi_{i}"]))
+            for i, c in enumerate(number_like)
+            if basics[f"lo_{i}"] is not None
+        }
+        trues = {c: int(basics[f"t_{i}"] or 0) for i, c in enumerate(booleans)}
 
-        numeric_columns = [
-            c
-            for c in columns
-            if c not in self.key_roles
-            and non_null[c] > 0
-            and self.kind_of(c) in (ColumnKind.NUMERICAL, ColumnKind.DATETIME)
-            and isinstance(self.schema[c], (*_NUMERIC_TYPES, T.DateType, T.TimestampType, T.TimestampNTZType))
+        values = [c for c in columns if c not in self.key_roles and c not in booleans and non_null[c] > 0]
+        numeric = [
+            c for c in values
+            if self.kind_of(c) in (ColumnKind.NUMERICAL, ColumnKind.DATETIME) and c in number_like
         ]
-        ranges = self._ranges(numeric_columns)
-        quantiles = self._quantiles(
-            [c for c in numeric_columns if distinct[c] > self.config.model.discrete_max_values]
-        )
-        models = []
-        for column in columns:
-            models.append(self._fit_column(column, rows, non_null[column], distinct[column], ranges, quantiles))
+        categorical = [
+            c for c in values
+            if c not in numeric and self.kind_of(c) in (ColumnKind.CATEGORICAL, ColumnKind.TEXT, ColumnKind.NUMERICAL)
+        ]
+        discrete_candidates = [c for c in numeric if distinct[c] <= self.config.model.discrete_max_values]
+        frequencies = self._frequencies(discrete_candidates, categorical)
+        discrete = {
+            c for c in discrete_candidates
+            if frequencies[c][0] and sum(frequencies[c][1]) >= 0.95 * non_null[c]
+        }
+        text = [c for c in categorical if self.kind_of(c) == ColumnKind.TEXT or not frequencies[c][0]]
+        quantiles = self._quantiles([c for c in numeric if c not in discrete], text)
+
+        fitted = _FittedStats(rows, non_null, ranges, trues, frequencies, discrete, quantiles)
+        models = [self._fit_column(column, fitted) for column in columns]
         return TableModel(
             name=self.table,
             rows=rows,
@@ -359,107 +382,121 @@ class _TableFitter:
         fk_part = [c for c in key if self.key_roles.get(c) == "foreign_key"]
         if not fk_part:
             return max(rows, 1)
-        row = self.frame.groupBy(*fk_part).count().agg(F.max("count")).first()
+        row = self.frame.groupBy(*[qcol(c) for c in fk_part]).count().agg(F.max("count")).first()
         return int(row[0]) if row and row[0] else 1
 
-    def _ranges(self, columns: list[str]) -> dict[str, tuple[float, float]]:
-        if not columns:
-            return {}
-        row = self.frame.agg(
-            *[F.min(_as_number(c, self.schema[c])).alias(f"lo_{i}") for i, c in enumerate(columns)],
-            *[F.max(_as_number(c, self.schema[c])).alias(f"hi_{i}") for i, c in enumerate(columns)],
-        ).first()
-        assert row is not None
-        return {c: (float(row[f"lo_{i}"]), float(row[f"hi_{i}"])) for i, c in enumerate(columns)}
+    def _frequencies(self, numeric: list[str], categorical: list[str]) -> dict[str, tuple[list[Any], list[int]]]:
+        """Return, per column, values seen at least min_category_count times with their counts (one job).
 
-    def _quantiles(self, columns: list[str]) -> dict[str, list[float]]:
+        Numeric values are returned as floats; other values as strings, cast back to the
+        column type at generation. At most MAX_STORED_VALUES values per column, most frequent first.
+        """
+        columns = numeric + categorical
+        result: dict[str, tuple[list[Any], list[int]]] = {c: ([], []) for c in columns}
         if not columns:
+            return result
+        entries = [
+            F.struct(F.lit(i).alias("i"), _as_number(c, self.schema[c]).cast("string").alias("v"))
+            for i, c in enumerate(numeric)
+        ] + [
+            F.struct(F.lit(len(numeric) + i).alias("i"), qcol(c).cast("string").alias("v"))
+            for i, c in enumerate(categorical)
+        ]
+        from pyspark.sql import Window
+
+        rank = Window.partitionBy("i").orderBy(F.desc("count"), F.asc("v"))
+        rows = (
+            self.frame.select(F.explode(F.array(*entries)).alias("s"))
+            .select("s.i", "s.v")
+            .where(F.col("v").isNotNull())
+            .groupBy("i", "v")
+            .count()
+            .where(F.col("count") >= self.config.model.min_category_count)
+            .withColumn("rank", F.row_number().over(rank))
+            .where(F.col("rank") <= MAX_STORED_VALUES)
+            .orderBy("i", "rank")
+            .collect()
+        )
+        for row in rows:
+            column = columns[int(row["i"])]
+            value = float(row["v"]) if column in numeric else row["v"]
+            result[column][0].append(value)
+            result[column][1].append(int(row["count"]))
+        return result
+
+    def _quantiles(self, numeric: list[str], text: list[str]) -> dict[str, list[float]]:
+        """Return quantiles of numeric columns and of the string lengths of text columns (one job)."""
+        if not numeric and not text:
             return {}
         points = self.config.model.quantiles
         probabilities = [i / points for i in range(points + 1)]
         row = self.frame.agg(
             *[
                 F.percentile_approx(_as_number(c, self.schema[c]), probabilities, PERCENTILE_ACCURACY).alias(f"q_{i}")
-                for i, c in enumerate(columns)
-            ]
+                for i, c in enumerate(numeric)
+            ],
+            *[
+                F.percentile_approx(F.length(qcol(c).cast("string")), [i / 20 for i in range(21)], 1000).alias(f"l_{i}")
+                for i, c in enumerate(text)
+            ],
         ).first()
         assert row is not None
-        return {c: [float(v) for v in row[f"q_{i}"]] for i, c in enumerate(columns)}
+        result = {c: [float(v) for v in row[f"q_{i}"]] for i, c in enumerate(numeric)}
+        result.update({f"length:{c}": [float(v) for v in row[f"l_{i}"]] for i, c in enumerate(text)})
+        return result
 
-    def _fit_column(
-        self,
-        column: str,
-        rows: int,
-        non_null: int,
-        distinct: int,
-        ranges: dict[str, tuple[float, float]],
-        quantiles: dict[str, list[float]],
-    ) -> ColumnModel:
+    def _fit_column(self, column: str, stats: _FittedStats) -> ColumnModel:
         data_type = self.schema[column]
         kind = self.kind_of(column)
-        null_fraction = (1 - non_null / rows) if rows else 0.0
+        non_null = stats.non_null[column]
+        null_fraction = (1 - non_null / stats.rows) if stats.rows else 0.0
         role = self.key_roles.get(column, "value")
 
         def model(distribution: dict[str, Any]) -> ColumnModel:
             return ColumnModel(column, kind.value, data_type.json(), role, null_fraction, distribution)
 
-        min_count = self.config.model.min_category_count
         if role == "foreign_key":
             return model({"type": "key"})
         if role == "primary_key":
-            return model(self._key_distribution(column, data_type, non_null))
+            return model(self._key_distribution(column, data_type, non_null, stats.ranges.get(column)))
         if non_null == 0:
             return model({"type": "all_null"})
-        if kind == ColumnKind.BOOLEAN or isinstance(data_type, T.BooleanType):
-            row = self.frame.agg(F.sum(qcol(column).cast("boolean").cast("int"))).first()
-            trues = int(row[0] or 0) if row else 0
-            return model({"type": "boolean", "true_fraction": trues / non_null})
-        if column in ranges:
-            low, high = ranges[column]
+        if column in stats.trues:
+            return model({"type": "boolean", "true_fraction": stats.trues[column] / non_null})
+        if column in stats.quantiles or column in stats.discrete:
+            low, high = stats.ranges[column]
             integer = isinstance(data_type, (*_INTEGER_TYPES, T.DateType))
-            if column not in quantiles:
-                values, counts = _frequencies(self.frame, _as_number(column, data_type), min_count)
-                kept = sum(counts) / non_null
-                if values and kept >= 0.95:
-                    return model(
-                        {"type": "discrete", "values": values, "weights": counts, "min": low, "max": high,
-                         "integer": integer}
-                    )
-                # Too many rare values to keep them one by one: fall back to quantiles.
-                quantiles = {**quantiles, **self._quantiles([column])}
+            if column in stats.discrete:
+                values, counts = stats.frequencies[column]
+                return model(
+                    {"type": "discrete", "values": values, "weights": counts, "min": low, "max": high,
+                     "integer": integer}
+                )
             return model(
-                {"type": "quantiles", "values": quantiles[column], "min": low, "max": high, "integer": integer}
+                {"type": "quantiles", "values": stats.quantiles[column], "min": low, "max": high, "integer": integer}
             )
-        if kind == ColumnKind.ID:
-            if isinstance(data_type, _INTEGER_TYPES):
-                row = self.frame.agg(F.min(column), F.max(column)).first()
-                assert row is not None
-                return model({"type": "uniform_int", "min": int(row[0]), "max": int(row[1])})
-            return model(self._key_distribution(column, data_type, non_null))
-        values, counts = _frequencies(self.frame, qcol(column), min_count)
-        kept = sum(counts) / non_null if non_null else 0.0
-        if kind == ColumnKind.TEXT or not values:
-            lengths = self.frame.where(qcol(column).isNotNull()).agg(
-                F.percentile_approx(F.length(qcol(column).cast("string")), [i / 20 for i in range(21)], 1000)
-            ).first()
-            assert lengths is not None
+        if kind == ColumnKind.ID or column not in stats.frequencies:
+            return model(self._key_distribution(column, data_type, non_null, stats.ranges.get(column)))
+        values, counts = stats.frequencies[column]
+        kept = sum(counts) / non_null
+        lengths = stats.quantiles.get(f"length:{column}")
+        if lengths is not None:
             return model(
                 {"type": "text", "values": values, "weights": counts, "kept_fraction": kept,
-                 "length_quantiles": [float(v) for v in lengths[0]]}
+                 "length_quantiles": lengths}
             )
         return model({"type": "categorical", "values": values, "weights": counts, "kept_fraction": kept})
 
-    def _key_distribution(self, column: str, data_type: T.DataType, non_null: int) -> dict[str, Any]:
+    def _key_distribution(
+        self, column: str, data_type: T.DataType, non_null: int, span: tuple[float, float] | None
+    ) -> dict[str, Any]:
+        low, high = span if span is not None else (0.0, 0.0)
         if isinstance(data_type, _INTEGER_TYPES):
-            row = self.frame.agg(F.min(column), F.max(column)).first()
-            assert row is not None
-            return {"type": "uniform_int", "min": int(row[0] or 0), "max": int(row[1] or 0)}
+            return {"type": "uniform_int", "min": int(low), "max": int(high)}
         if isinstance(data_type, T.StringType):
             return _string_format(self.frame, column, non_null)
-        if isinstance(data_type, (T.DateType, T.TimestampType, T.TimestampNTZType, *_NUMERIC_TYPES)):
-            row = self.frame.agg(F.min(_as_number(column, data_type)), F.max(_as_number(column, data_type))).first()
-            assert row is not None
-            return {"type": "ordinal", "min": float(row[0] or 0.0), "max": float(row[1] or 0.0)}
+        if isinstance(data_type, _NUMBER_LIKE_TYPES):
+            return {"type": "ordinal", "min": low, "max": high}
         raise SourceDataError(
             f"key column {self.table}.{column} has type {data_type.simpleString()}; keys must be integers, "
             f"strings, numbers, dates or timestamps"

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -102,12 +103,37 @@ def _affine_permutation(rows: int, seed: int, *parts: str) -> tuple[int, int]:
     return multiplier, offset
 
 
-def _sample_counts(seed: int, table: str, rel: RelationshipModel, purpose: str) -> Column:
+def quotas(weights: list[float], total: int) -> list[int]:
+    """Split ``total`` into integer parts proportional to ``weights`` (largest remainder method)."""
+    share = np.asarray(weights, dtype="float64")
+    share = share / share.sum() * total
+    parts = np.floor(share).astype("int64")
+    remainder = total - int(parts.sum())
+    if remainder > 0:
+        order = np.argsort(-(share - parts), kind="stable")
+        parts[order[:remainder]] += 1
+    return [int(p) for p in parts]
+
+
+def _sample_counts(seed: int, table: str, rel: RelationshipModel, purpose: str, parents: int) -> Column:
+    """Return each parent's child count so that the counts follow the fitted histogram as closely as integers allow.
+
+    The ``parents`` rows get quotas of each count value (proportional to the
+    fitted histogram) in the order of a seeded permutation of the parent index,
+    so the histogram is reproduced, not only matched in expectation.
+    """
     weights = [float(p) for p in rel.count_parents]
-    if not weights or sum(weights) == 0:
+    if not weights or sum(weights) == 0 or parents == 0:
         return F.lit(0).cast("long")
-    u = uniform(seed, table, rel.name, purpose, index=qcol(PARENT_INDEX))
-    return pick(choose_index(u, weights), [int(v) for v in rel.count_values]).cast("long")
+    parts = quotas(weights, parents)
+    multiplier, offset = _affine_permutation(parents, seed, table, rel.name, purpose)
+    wide = T.DecimalType(38, 0)
+    position = F.pmod(
+        qcol(PARENT_INDEX).cast(wide) * F.lit(multiplier).cast(wide) + F.lit(offset).cast(wide),
+        F.lit(parents).cast(wide),
+    )
+    u = (position.cast("double") + F.lit(0.5)) / F.lit(float(parents))
+    return pick(choose_index(u, [float(p) for p in parts]), [int(v) for v in rel.count_values]).cast("long")
 
 
 class _Generator:
@@ -140,7 +166,7 @@ class _Generator:
     def child_frame(self, table: str, rel: Relationship) -> tuple[DataFrame, int]:
         fitted_rel = self.model.relationships[rel.name]
         fitted = self.model.tables[table]
-        counts = _sample_counts(self.seed, table, fitted_rel, "count")
+        counts = _sample_counts(self.seed, table, fitted_rel, "count", self.rows[rel.parent])
         if set(fitted.primary_key) and set(fitted.primary_key) <= set(rel.columns):
             # The primary key is the foreign key: one-to-one, so at most one child per parent.
             counts = F.least(counts, F.lit(1).cast("long"))
@@ -180,7 +206,8 @@ class _Generator:
         children-per-parent distribution, zeros included.
         """
         fitted_rel = self.model.relationships[rel.name]
-        parents = self.parent_keys(rel).withColumn(COUNT, _sample_counts(self.seed, table, fitted_rel, "slots"))
+        slots_per_parent = _sample_counts(self.seed, table, fitted_rel, "slots", self.rows[rel.parent])
+        parents = self.parent_keys(rel).withColumn(COUNT, slots_per_parent)
         ranged, slots = _with_prefix_sums(self.spark, parents, self.rows[rel.parent])
         types = {c.name: _type_of(c) for c in self.model.tables[table].columns}
         if slots == 0 or rows == 0:
