@@ -27,7 +27,7 @@ from synthspark.errors import ConfigError
 
 
 class ColumnKind(str, enum.Enum):
-    """How a column is modelled."""
+    """Modelling kind of a column."""
 
     ID = "id"
     CATEGORICAL = "categorical"
@@ -38,7 +38,7 @@ class ColumnKind(str, enum.Enum):
 
 
 class OrphanPolicy(str, enum.Enum):
-    """What fit does with child rows whose foreign key has no parent in the source."""
+    """Policy for child rows whose foreign key has no parent in the source."""
 
     ERROR = "error"
     DROP = "drop"
@@ -66,7 +66,7 @@ class ColumnSpec(_Strict):
 
 
 class SourceSpec(_Strict):
-    """Where a table's rows come from: a file path with its format, or a catalog table."""
+    """Location of a table's rows: a file path with its format, or a catalog table."""
 
     path: str | None = None
     format: Literal["csv", "parquet", "delta"] = "csv"

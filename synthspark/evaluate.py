@@ -120,7 +120,7 @@ def _stacked_counts(
 ) -> tuple[dict[str, np.ndarray], dict[str, dict[Any, float]]]:
     """Count numeric values per grid bin and categorical values per category, all columns in one job.
 
-    Bin ``j`` of a numeric column holds values in (grid[j-1], grid[j]]; nulls are left out.
+    Bin ``j`` of a numeric column contains values in (grid[j-1], grid[j]]; nulls are left out.
     For categorical columns null is a category of its own.
     """
     types = {field.name: field.dataType for field in frame.schema.fields}
@@ -226,7 +226,7 @@ def evaluate(
 ) -> dict[str, Any]:
     """Score the synthetic tables against the real ones; return a JSON-ready report.
 
-    ``real`` holds the source tables after orphan policies, the data the model
+    ``real`` contains the source tables after orphan policies, the data the model
     was fitted on.
     """
     report: dict[str, Any] = {"tables": {}, "relationships": {}, "overall": {}}

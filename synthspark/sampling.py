@@ -57,7 +57,7 @@ def choose_index(u: Column, weights: list[float]) -> Column:
         return expression
     resolution = int(min(max(1024, 4 * len(cumulative)), 1 << 16))
     edges = np.arange(resolution + 1) / resolution
-    # Index chosen at a bucket's lower and upper edge: the answer for any u inside lies between them.
+    # Index chosen at a bucket's lower and upper edge: the result for any u inside lies between them.
     low = np.minimum(np.searchsorted(cumulative, edges[:-1], side="right"), last)
     high = np.minimum(np.searchsorted(cumulative, edges[1:], side="right"), last)
     bucket = F.least(F.floor(u * F.lit(resolution)).cast("int"), F.lit(resolution - 1)) + F.lit(1)

@@ -44,10 +44,10 @@ def get_spark(
 
     Under ``spark-submit``, on Databricks or in a notebook the active session is
     reused as it is, except that ``conf`` entries are applied where Spark allows
-    changing them at run time. Otherwise a session starts on ``master``
-    (default ``local[*]``; ``sc://host:port`` connects through Spark Connect)
-    with the Delta JARs from ``$SYNTHSPARK_JARS_DIR`` when set, else resolved
-    from Maven Central through ``spark.jars.packages``.
+    changing them at run time. Otherwise a session starts on ``master``, by
+    default ``local[*]``, and ``sc://host:port`` connects through Spark Connect.
+    The Delta JARs come from ``$SYNTHSPARK_JARS_DIR`` when it is set, else from
+    Maven Central through ``spark.jars.packages``.
     """
     conf = dict(conf or {})
     active = SparkSession.getActiveSession()

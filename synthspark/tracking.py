@@ -6,6 +6,7 @@ its local default store in the working directory.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -63,8 +64,10 @@ def flatten_report(report: dict[str, Any]) -> dict[str, float]:
 
 def config_params(config: SynthConfig, versions: dict[str, str]) -> dict[str, str]:
     """Return the run parameters: generation settings, model settings, output, tables and versions."""
+    canonical = json.dumps(config.model_dump(mode="json"), sort_keys=True)
     params: dict[str, str] = {
         "config_name": config.name,
+        "config_sha256": hashlib.sha256(canonical.encode("utf-8")).hexdigest(),
         "seed": str(config.generation.seed),
         "scale": str(config.generation.scale),
         "rows": json.dumps(config.generation.rows, sort_keys=True),

@@ -13,7 +13,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from synthspark.cli import main
 from synthspark.config import SynthConfig, parse_config
-from synthspark.errors import OutputError, SourceDataError
+from synthspark.errors import ConfigError, OutputError, SourceDataError
 from synthspark.output import read_tables
 from synthspark.pipeline import run_pipeline
 from tests.bank import bank_config, write_bank
@@ -192,7 +192,8 @@ def test_orphans_default_to_a_clear_error(spark: SparkSession, tmp_path: Path) -
     assert "transfer.account_id -> account.account_id" in message
     assert "3 row(s)" in message
     assert "'ACC-90000'" in message
-    assert "on_orphan: drop" in message and "on_orphan: set_null" in message
+    assert "on_orphan: drop" in message
+    assert "on_orphan: set_null" in message
     assert not (tmp_path / "out" / "transfer").exists()
 
 
@@ -232,3 +233,23 @@ def test_cli_stages_run_separately(spark: SparkSession, tmp_path: Path) -> None:
     report = json.loads((output / "_synthspark_report.json").read_text(encoding="utf-8"))
     assert report["overall"]["foreign_key_validity"] == 1.0
     assert main(["generate", str(config_file), *common]) == 2, "second generate must refuse existing output"
+
+
+@pytest.mark.parametrize("problem", ["missing_table", "unknown_column", "missing_parent", "cycle"])
+def test_bad_config_fails_before_any_spark_job(spark: SparkSession, tmp_path: Path, problem: str) -> None:
+    source = write_bank(tmp_path / "src")
+    data = bank_config(source, tmp_path / "out", tracking={"enabled": False})
+    if problem == "missing_table":
+        (source / "account.csv").unlink()
+    elif problem == "unknown_column":
+        data["tables"]["transfer"]["columns"]["fee"] = "numerical"
+    elif problem == "missing_parent":
+        data["tables"]["transfer"]["foreign_keys"][0]["parent"] = "accounts"
+    else:
+        data["tables"]["branch"]["columns"]["head_account"] = "id"
+        data["tables"]["branch"]["foreign_keys"] = [{"columns": "head_account", "parent": "account"}]
+    jobs_before = job_count(spark)
+    with pytest.raises(ConfigError):
+        run_pipeline(spark, parse_config(data))
+    assert job_count(spark) == jobs_before
+    assert not (tmp_path / "out").exists()
