@@ -208,13 +208,16 @@ class SynthConfig(_Strict):
             for key_column in table.primary_key:
                 if declared and key_column not in declared:
                     problems.append(
-                        f"tables.{name}.primary_key: column '{key_column}' is not listed under tables.{name}.columns"
+                        f"tables.{name}.primary_key: column '{key_column}' is not listed under tables.{name}.columns; "
+                        f"add '{key_column}: id' there"
                     )
             for index, fk in enumerate(table.foreign_keys):
                 where = f"tables.{name}.foreign_keys[{index}]"
                 for column in fk.columns:
                     if declared and column not in declared:
-                        problems.append(f"{where}: column '{column}' is not listed under tables.{name}.columns")
+                        problems.append(
+                            f"{where}: column '{column}' is not listed under tables.{name}.columns; add '{column}: id' there"
+                        )
                 if fk.parent not in self.tables:
                     problems.append(
                         f"{where}: parent table '{fk.parent}' is not declared; declared tables: "

@@ -71,7 +71,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for table, count in write_demo_source(args.target).items():
-        print(f"{table}: {count} rows")
+        print(f"demo source {table}: {count} rows written to {args.target}")
 
 
 if __name__ == "__main__":

@@ -247,15 +247,23 @@ def evaluate(
         scores = [v["score"] for v in entry["column_shapes"].values()]
         entry["column_shapes_mean"] = float(np.mean(scores)) if scores else None
         report["tables"][table] = entry
-        logger.info(
-            "evaluate %s: %d rows, column shapes %s, %.1f s",
-            table, entry["rows"], entry["column_shapes_mean"], time.monotonic() - started,
-        )
+        if table in real:
+            logger.info(
+                "evaluate %s: %d rows, column shapes %.3f, %.1f s",
+                table, entry["rows"], entry["column_shapes_mean"] or 0.0, time.monotonic() - started,
+            )
+        else:
+            logger.info(
+                "integrity check %s: %d rows, keys checked, %.1f s", table, entry["rows"], time.monotonic() - started
+            )
     for rel in plan.relationships:
-        report["relationships"][rel.name] = {
-            "relationship": rel.describe(),
-            **_relationship_scores(model.relationships[rel.name], synthetic),
-        }
+        started = time.monotonic()
+        scores = _relationship_scores(model.relationships[rel.name], synthetic)
+        report["relationships"][rel.name] = {"relationship": rel.describe(), **scores}
+        logger.info(
+            "evaluate %s: %d orphan keys, cardinality %.3f, %.1f s",
+            rel.describe(), scores["orphan_rows"], scores["cardinality_similarity"], time.monotonic() - started,
+        )
     key_scores = [t["primary_key"]["score"] for t in report["tables"].values() if "primary_key" in t]
     fk_scores = [r["foreign_key_validity"] for r in report["relationships"].values()]
     cardinality = [r["cardinality_similarity"] for r in report["relationships"].values()]
