@@ -154,13 +154,13 @@ class ModelSpec(_Strict):
 
 
 class OutputSpec(_Strict):
-    """Where and how generated tables are written."""
+    """Output location and format of the generated tables."""
 
     format: Literal["delta", "parquet", "csv"] = "delta"
     path: str | None = None
     catalog_schema: str | None = Field(default=None, description="Catalog schema (one or two parts) for managed tables.")
     mode: Literal["error", "overwrite"] = Field(
-        default="error", description="'error' refuses to replace existing output; 'overwrite' replaces it."
+        default="error", description="'error' raises when output exists; 'overwrite' replaces it."
     )
 
     @model_validator(mode="after")

@@ -1,7 +1,7 @@
 """Exceptions raised by synthspark.
 
-Every error says what is wrong, where (``table.column``), shows example values
-when there are any, and says how to fix it.
+Every error states what is wrong, where (``table.column``), shows example values
+when there are any, and tells how to fix it.
 """
 
 from __future__ import annotations

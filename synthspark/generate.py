@@ -55,7 +55,6 @@ class GeneratedDatabase:
 
     tables: dict[str, DataFrame]
     rows: dict[str, int]
-    child_counts: dict[str, DataFrame] = field(default_factory=dict)
     _cached: list[DataFrame] = field(default_factory=list)
 
     def unpersist(self) -> None:
@@ -145,7 +144,6 @@ class _Generator:
         self.seed = config.generation.seed
         self.keys: dict[str, DataFrame] = {}
         self.rows: dict[str, int] = {}
-        self.child_counts: dict[str, DataFrame] = {}
         self.cached: list[DataFrame] = []
 
     def parent_keys(self, rel: Relationship) -> DataFrame:
@@ -171,7 +169,6 @@ class _Generator:
             # The primary key is the foreign key: one-to-one, so at most one child per parent.
             counts = F.least(counts, F.lit(1).cast("long"))
         parents = self.parent_keys(rel).withColumn(COUNT, counts)
-        self.child_counts[rel.name] = parents.select(qcol(COUNT).alias("children"))
         ranged, total = _with_prefix_sums(self.spark, parents, self.rows[rel.parent])
         expanded = ranged.where(qcol(COUNT) > 0).select(
             *[qcol(c) for c in rel.columns],
@@ -251,7 +248,7 @@ class _Generator:
         for table in self.plan.order:
             self.keys[table] = self.generate_keys(table, self.plan.tables[table])
         tables = {table: self.finish(table) for table in self.plan.order}
-        return GeneratedDatabase(tables, dict(self.rows), self.child_counts, self.cached)
+        return GeneratedDatabase(tables, dict(self.rows), self.cached)
 
     def finish(self, table: str) -> DataFrame:
         fitted = self.model.tables[table]

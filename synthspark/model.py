@@ -18,7 +18,7 @@ class ColumnModel:
     """What was learned about one column.
 
     ``role`` is ``primary_key``, ``foreign_key`` or ``value``. ``distribution`` is
-    a JSON-ready dict whose ``type`` says how values are drawn: ``quantiles``,
+    a JSON-ready dict whose ``type`` names how values are drawn: ``quantiles``,
     ``discrete``, ``categorical``, ``boolean``, ``text``, ``uniform_int``,
     ``string_format``, ``all_null``, or ``key`` for columns filled from relationships.
     """

@@ -1,9 +1,9 @@
 """Write generated tables: Delta (default), Parquet or CSV, under a path or a catalog schema.
 
 Every target is checked before the first write. Each Delta write is one atomic
-commit; if a later table fails, tables already written in this run are restored
-to their previous version (or removed when they are new), so a failed run leaves
-earlier output as it was.
+commit. If a later table fails, tables already written in this run are restored
+to their previous version, or removed when they are new. A run killed mid-write
+is not covered: it can leave some tables new and others old.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Target:
-    """Where one table goes: a path or a catalog name."""
+    """Destination of one table: a path or a catalog name."""
 
     table: str
     path: str | None

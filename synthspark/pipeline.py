@@ -43,7 +43,7 @@ def default_model_dir(config: SynthConfig) -> str:
 
 @dataclass
 class RunResult:
-    """What a pipeline run produced."""
+    """Result of a pipeline run: model, report, row counts, seconds and MLflow run id."""
 
     model: FittedModel | None = None
     report: dict[str, Any] | None = None

@@ -36,11 +36,11 @@ class Relationship:
 class TablePlan:
     """How one table is generated.
 
-    ``driver`` is the relationship whose per-parent child counts decide the row
-    count (the table's first foreign key); ``assigned`` are the other foreign keys,
-    filled by drawing a parent for each row; ``implied`` are foreign keys whose
-    columns are all copied from another relationship's parent, which is valid
-    because that parent's own foreign key covers the same columns.
+    ``driver`` is the table's first foreign key: its per-parent child counts
+    decide the row count. ``assigned`` are the other foreign keys, filled by
+    mapping each row to a parent. ``implied`` are foreign keys whose columns are
+    all copied from another relationship's parent. They are valid because that
+    parent's own foreign key covers the same columns.
     """
 
     name: str
@@ -123,7 +123,7 @@ def _find_cycle(graph: dict[str, set[str]]) -> list[str]:
 def _covering_relationship(
     rel: Relationship, filled: dict[str, Relationship], by_child: dict[str, list[Relationship]]
 ) -> bool:
-    """Whether ``rel``'s columns, already filled from another parent, are valid through that parent's own key."""
+    """Check whether ``rel``'s columns, already filled from another parent, are valid through that parent's own key."""
     sources = {filled[column].name for column in rel.columns}
     if len(sources) != 1:
         return False
