@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,6 +36,15 @@ class ColumnKind(str, enum.Enum):
     DATETIME = "datetime"
     BOOLEAN = "boolean"
     TEXT = "text"
+    # Personal data: generated in a realistic format, never learned value by value.
+    NAME = "name"
+    EMAIL = "email"
+    PHONE = "phone"
+    ADDRESS = "address"
+
+
+#: Kinds whose values are generated from word lists and never copied from the source.
+PERSONAL_KINDS = frozenset({ColumnKind.NAME, ColumnKind.EMAIL, ColumnKind.PHONE, ColumnKind.ADDRESS, ColumnKind.TEXT})
 
 
 class OrphanPolicy(str, enum.Enum):
@@ -56,13 +66,88 @@ def _as_list(value: Any) -> Any:
 
 
 class ColumnSpec(_Strict):
-    """One column's kind and, for text sources, how to parse it."""
+    """One column's kind and, optionally, its Spark type and how to parse it from the source."""
 
     kind: ColumnKind
+    type: str | None = Field(
+        default=None,
+        description=(
+            "Spark SQL type of the column in the source and the output, for example int, decimal(12,2), "
+            "date or timestamp. Source values are cast to it; values that do not fit are an error."
+        ),
+    )
     format: str | None = Field(
         default=None,
-        description="Spark datetime pattern (for example yyyy-MM-dd) for a datetime column stored as text.",
+        description=(
+            "Spark datetime pattern (for example yyyy-MM-dd) of a datetime column stored as text or as an "
+            "integer such as 20230105 (pattern yyyyMMdd); an integer column keeps its integer form in the output. "
+            "For a string key column, its format as PREFIX[0-9]{n} or PREFIX[0-9]{m,n} (such as ACC-[0-9]{6}): "
+            "generated keys never leave it, and a run that needs more keys than it holds stops with an error."
+        ),
     )
+    on_invalid: Literal["error", "null"] = Field(
+        default="error",
+        description="What to do with source values that do not match 'type' or 'format': stop, or read them as null.",
+    )
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_type(value)
+        return value
+
+
+_SIMPLE_TYPES = {
+    "tinyint": "ByteType", "byte": "ByteType",
+    "smallint": "ShortType", "short": "ShortType",
+    "int": "IntegerType", "integer": "IntegerType",
+    "bigint": "LongType", "long": "LongType",
+    "float": "FloatType", "real": "FloatType",
+    "double": "DoubleType",
+    "boolean": "BooleanType",
+    "string": "StringType",
+    "date": "DateType",
+    "timestamp": "TimestampType",
+    "timestamp_ltz": "TimestampType",
+    "timestamp_ntz": "TimestampNTZType",
+}
+_DECIMAL = re.compile(r"^(?:decimal|dec|numeric)\s*(?:\(\s*(\d+)\s*(?:,\s*(\d+)\s*)?\))?$")
+
+
+def parse_type(name: str) -> Any:
+    """Return the PySpark DataType of a flat Spark SQL type name; raise ValueError for others."""
+    from pyspark.sql import types as T
+
+    text = name.strip().lower()
+    if text in _SIMPLE_TYPES:
+        return getattr(T, _SIMPLE_TYPES[text])()
+    match = _DECIMAL.match(text)
+    if match:
+        precision = int(match.group(1) or 10)
+        scale = int(match.group(2) or 0)
+        if not 1 <= precision <= 38 or scale > precision:
+            raise ValueError(f"'{name}': decimal precision must be 1-38 and scale at most the precision")
+        return T.DecimalType(precision, scale)
+    raise ValueError(
+        f"'{name}' is not a supported column type; use one of {sorted(_SIMPLE_TYPES)} or decimal(p,s). "
+        f"Arrays, maps, structs and binary columns cannot be modelled"
+    )
+
+
+_KEY_FORMAT = re.compile(r"^([^\[\]{}]*)\[0-9\]\{(\d+)(?:,(\d+))?\}$")
+
+
+def parse_key_format(text: str) -> tuple[str, int, int] | None:
+    """Return (prefix, min digits, max digits) of a key format such as ST-[0-9]{3,4}, or None if it is not one."""
+    match = _KEY_FORMAT.match(text)
+    if match is None:
+        return None
+    low = int(match.group(2))
+    high = int(match.group(3) or low)
+    if not 1 <= low <= high <= 18:
+        return None
+    return match.group(1), low, high
 
 
 class SourceSpec(_Strict):
@@ -87,6 +172,13 @@ class ForeignKeySpec(_Strict):
     parent: str
     parent_columns: list[str] | None = None
     on_orphan: OrphanPolicy = OrphanPolicy.ERROR
+    deferred: bool = Field(
+        default=False,
+        description=(
+            "Fill this key after both tables exist. Needed for one foreign key of each cycle between tables, "
+            "usually the nullable one (country.Capital -> city while city.CountryCode -> country)."
+        ),
+    )
 
     _normalise_columns = field_validator("columns", "parent_columns", mode="before")(_as_list)
 
@@ -146,6 +238,10 @@ class ModelSpec(_Strict):
         description="Categories seen fewer times than this are never stored in the model.",
     )
     quantiles: int = Field(default=1000, ge=10, le=100_000, description="Quantile points kept per numeric column.")
+    locale: str = Field(
+        default="en_US",
+        description="Faker locale of generated names, e-mails, phone numbers, addresses and free text.",
+    )
     discrete_max_values: int = Field(
         default=256,
         ge=0,

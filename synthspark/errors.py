@@ -23,6 +23,10 @@ class ModelError(SynthsparkError):
     """A fitted model directory is missing, incomplete or from an incompatible version."""
 
 
+class GenerationError(SynthsparkError):
+    """The fitted model cannot generate what is asked, such as more keys than the key format holds."""
+
+
 class OutputError(SynthsparkError):
     """The output location cannot be written as configured."""
 

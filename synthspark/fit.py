@@ -19,12 +19,18 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from synthspark.config import ColumnKind, OrphanPolicy, SynthConfig
-from synthspark.errors import SourceDataError, format_examples
+from synthspark.config import (
+    PERSONAL_KINDS,
+    ColumnKind,
+    OrphanPolicy,
+    SynthConfig,
+    parse_key_format,
+)
+from synthspark.errors import ConfigError, SourceDataError, format_examples
 from synthspark.model import ColumnModel, FittedModel, RelationshipModel, TableModel
 from synthspark.plan import Plan, Relationship, build_plan
 from synthspark.sampling import qcol
-from synthspark.sources import read_table
+from synthspark.sources import STORED_AS, read_table
 
 logger = logging.getLogger(__name__)
 
@@ -166,13 +172,19 @@ def prepare_sources(spark: SparkSession, config: SynthConfig, plan: Plan) -> Pre
     frames: dict[str, DataFrame] = {}
     orphans: dict[str, OrphanReport] = {}
     try:
+        raw: dict[str, DataFrame] = {}
         for table in plan.order:
-            frame = read_table(spark, config, table)
-            check_primary_key(table, frame, config.tables[table].primary_key)
+            raw[table] = read_table(spark, config, table)
+            check_primary_key(table, raw[table], config.tables[table].primary_key)
+        for table in plan.order:
+            frame = raw[table]
             for rel in plan.relationships:
                 if rel.child != table:
                     continue
-                frame, report = apply_orphan_policy(rel, frame, frames[rel.parent])
+                # Parents earlier in the order are already cleaned; a self-reference or a deferred
+                # key (which closes a cycle) checks against the parent as read.
+                parent = frame if rel.parent == table else frames.get(rel.parent, raw[rel.parent])
+                frame, report = apply_orphan_policy(rel, frame, parent)
                 orphans[rel.name] = report
             frames[table] = frame.persist(StorageLevel.MEMORY_AND_DISK)
     except BaseException:
@@ -347,7 +359,11 @@ class _TableFitter:
         }
         trues = {c: int(basics[f"t_{i}"] or 0) for i, c in enumerate(booleans)}
 
-        values = [c for c in columns if c not in self.key_roles and c not in booleans and non_null[c] > 0]
+        values = [
+            c for c in columns
+            if c not in self.key_roles and c not in booleans and non_null[c] > 0
+            and self.kind_of(c) not in PERSONAL_KINDS
+        ]
         numeric = [
             c for c in values
             if self.kind_of(c) in (ColumnKind.NUMERICAL, ColumnKind.DATETIME) and c in number_like
@@ -362,7 +378,10 @@ class _TableFitter:
             c for c in discrete_candidates
             if frequencies[c][0] and sum(frequencies[c][1]) >= 0.95 * non_null[c]
         }
-        text = [c for c in categorical if self.kind_of(c) == ColumnKind.TEXT or not frequencies[c][0]]
+        text = [
+            c for c in categorical
+            if (self.kind_of(c) == ColumnKind.TEXT or not frequencies[c][0]) and c not in number_like
+        ]
         quantiles = self._quantiles([c for c in numeric if c not in discrete], text)
 
         fitted = _FittedStats(rows, non_null, ranges, trues, frequencies, discrete, quantiles)
@@ -452,8 +471,10 @@ class _TableFitter:
         null_fraction = (1 - non_null / stats.rows) if stats.rows else 0.0
         role = self.key_roles.get(column, "value")
 
+        stored_as = self.frame.schema[column].metadata.get(STORED_AS)
+
         def model(distribution: dict[str, Any]) -> ColumnModel:
-            return ColumnModel(column, kind.value, data_type.json(), role, null_fraction, distribution)
+            return ColumnModel(column, kind.value, data_type.json(), role, null_fraction, distribution, stored_as)
 
         if role == "foreign_key":
             return model({"type": "key"})
@@ -461,6 +482,9 @@ class _TableFitter:
             return model(self._key_distribution(column, data_type, non_null, stats.ranges.get(column)))
         if non_null == 0:
             return model({"type": "all_null"})
+        if kind in PERSONAL_KINDS:
+            # Never learned value by value: generated from word lists in the column's format.
+            return model({"type": "personal", "kind": kind.value})
         if column in stats.trues:
             return model({"type": "boolean", "true_fraction": stats.trues[column] / non_null})
         if column in stats.quantiles or column in stats.discrete:
@@ -478,6 +502,19 @@ class _TableFitter:
         if kind == ColumnKind.ID or column not in stats.frequencies:
             return model(self._key_distribution(column, data_type, non_null, stats.ranges.get(column)))
         values, counts = stats.frequencies[column]
+        if not values:
+            logger.warning(
+                "column %s.%s: high cardinality, no value occurs %d times or more (model.min_category_count), so "
+                "no source value is kept; it is generated %s",
+                self.table, column, self.config.model.min_category_count,
+                "uniformly between its minimum and maximum" if column in stats.ranges else "as random text",
+            )
+            if column in stats.ranges:
+                low, high = stats.ranges[column]
+                if isinstance(data_type, _INTEGER_TYPES):
+                    return model({"type": "uniform_int", "min": int(low), "max": int(high)})
+                integer = isinstance(data_type, T.DateType)
+                return model({"type": "quantiles", "values": [low, high], "min": low, "max": high, "integer": integer})
         kept = sum(counts) / non_null
         lengths = stats.quantiles.get(f"length:{column}")
         if lengths is not None:
@@ -494,6 +531,17 @@ class _TableFitter:
         if isinstance(data_type, _INTEGER_TYPES):
             return {"type": "uniform_int", "min": int(low), "max": int(high)}
         if isinstance(data_type, T.StringType):
+            declared = self.spec.columns.get(column)
+            if declared is not None and declared.format is not None:
+                parsed = parse_key_format(declared.format)
+                if parsed is None:
+                    raise ConfigError(
+                        f"tables.{self.table}.columns.{column}.format: '{declared.format}' is not a key format; "
+                        f"write it as PREFIX[0-9]{{n}} or PREFIX[0-9]{{m,n}}, such as ACC-[0-9]{{6}}"
+                    )
+                prefix, low, high = parsed
+                return {"type": "string_format", "style": "prefixed_number", "prefix": prefix,
+                        "width": low if low == high else 0, "min_digits": low, "max_digits": high, "strict": True}
             return _string_format(self.frame, column, non_null)
         if isinstance(data_type, _NUMBER_LIKE_TYPES):
             return {"type": "ordinal", "min": low, "max": high}

@@ -22,7 +22,9 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from synthspark import pii
 from synthspark.config import SynthConfig, parse_config
+from synthspark.errors import GenerationError
 from synthspark.model import ColumnModel, FittedModel, RelationshipModel, TableModel
 from synthspark.plan import Plan, Relationship, TablePlan, build_plan
 from synthspark.sampling import (
@@ -35,6 +37,7 @@ from synthspark.sampling import (
     qcol,
     uniform,
 )
+from synthspark.sources import read_table
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +68,7 @@ class GeneratedDatabase:
 
 def _type_of(column: ColumnModel) -> T.DataType:
     # Pure Python, unlike _parse_datatype_string, so it works under Spark Connect too.
-    return T._parse_datatype_json_string(column.spark_type)  # noqa: SLF001
+    return T._parse_datatype_json_string(column.spark_type)
 
 
 def _with_prefix_sums(spark: SparkSession, frame: DataFrame, rows: int) -> tuple[DataFrame, int]:
@@ -136,7 +139,14 @@ def _sample_counts(seed: int, table: str, rel: RelationshipModel, purpose: str, 
 
 
 class _Generator:
-    def __init__(self, spark: SparkSession, model: FittedModel, config: SynthConfig, plan: Plan):
+    def __init__(
+        self,
+        spark: SparkSession,
+        model: FittedModel,
+        config: SynthConfig,
+        plan: Plan,
+        sources: dict[str, DataFrame] | None = None,
+    ):
         self.spark = spark
         self.model = model
         self.config = config
@@ -145,6 +155,8 @@ class _Generator:
         self.keys: dict[str, DataFrame] = {}
         self.rows: dict[str, int] = {}
         self.cached: list[DataFrame] = []
+        # Source tables, read only to make sure no personal value is copied from them.
+        self.sources: dict[str, DataFrame] = dict(sources or {})
 
     def parent_keys(self, rel: Relationship) -> DataFrame:
         return self.keys[rel.parent].select(
@@ -224,6 +236,40 @@ class _Generator:
         with_slot = frame.withColumn(SLOT, F.when(is_null, F.lit(None)).otherwise(slot))
         return with_slot.join(exploded, on=SLOT, how="left").drop(SLOT)
 
+    def fill_self_reference(self, table: str, frame: DataFrame, rows: int, rel: Relationship) -> DataFrame:
+        """Fill a foreign key to the table itself as a forest: every row's parent has a smaller row index.
+
+        Each row gets a number of direct children from the fitted histogram, the
+        largest counts at the smallest indexes. The first ``roots`` rows have no
+        parent; row ``m`` after them takes the row whose range of child slots
+        holds slot ``m - roots``. Rows with children come first, so that row
+        always has a smaller index than ``m``: the result has no cycles, and its
+        depth grows with the logarithm of the row count as in a real hierarchy.
+        """
+        fitted_rel = self.model.relationships[rel.name]
+        types = {c.name: _type_of(c) for c in self.model.tables[table].columns}
+        pairs = sorted(zip(fitted_rel.count_values, fitted_rel.count_parents), reverse=True)
+        weights = [float(p) for _, p in pairs]
+        if rows == 0 or not weights or sum(weights) == 0:
+            return frame.select(*frame.columns, *[F.lit(None).cast(types[c]).alias(c) for c in rel.columns])
+        parts = quotas(weights, rows)
+        u = (qcol(ROW_INDEX).cast("double") + F.lit(0.5)) / F.lit(float(rows))
+        counts = pick(choose_index(u, [float(p) for p in parts]), [int(v) for v, _ in pairs]).cast("long")
+        parents = frame.select(
+            qcol(ROW_INDEX).alias(PARENT_INDEX),
+            *[qcol(p).alias(c) for p, c in zip(rel.parent_columns, rel.columns)],
+            counts.alias(COUNT),
+        )
+        ranged, slots = _with_prefix_sums(self.spark, parents, rows)
+        roots = max(1, rows - slots)
+        exploded = ranged.where(qcol(COUNT) > 0).select(
+            *[qcol(c) for c in rel.columns],
+            F.explode(F.sequence(qcol(START), qcol(START) + qcol(COUNT) - 1)).alias(SLOT),
+        )
+        slot = F.when(qcol(ROW_INDEX) >= F.lit(roots), qcol(ROW_INDEX) - F.lit(roots))
+        logger.info("generate %s: %s as a forest with %d root(s)", table, rel.describe(), roots)
+        return frame.withColumn(SLOT, slot).join(exploded, on=SLOT, how="left").drop(SLOT)
+
     def generate_keys(self, table: str, table_plan: TablePlan) -> DataFrame:
         started = time.monotonic()
         if table_plan.driver is None:
@@ -233,11 +279,14 @@ class _Generator:
         for rel in table_plan.assigned:
             frame = self.assign(table, frame, count, rel)
         fitted = self.model.tables[table]
+        check_key_capacity(table, fitted, count)
         key_columns = [c for c in fitted.primary_key if c not in frame.columns]
         frame = frame.select(
             *frame.columns,
-            *[_primary_key_expr(fitted, fitted.column(c), self.seed, table).alias(c) for c in key_columns],
+            *[_primary_key_expr(fitted, fitted.column(c), self.seed, table, count).alias(c) for c in key_columns],
         )
+        if table_plan.self_reference is not None:
+            frame = self.fill_self_reference(table, frame, count, table_plan.self_reference)
         frame = frame.persist(StorageLevel.MEMORY_AND_DISK)
         self.cached.append(frame)
         self.rows[table] = count
@@ -247,20 +296,67 @@ class _Generator:
     def run(self) -> GeneratedDatabase:
         for table in self.plan.order:
             self.keys[table] = self.generate_keys(table, self.plan.tables[table])
+        for table in self.plan.order:
+            for rel in self.plan.tables[table].deferred:
+                # Both ends of the cycle exist now; the key is mapped onto the parent's slots as usual.
+                filled = self.assign(table, self.keys[table], self.rows[table], rel)
+                self.keys[table] = filled.persist(StorageLevel.MEMORY_AND_DISK)
+                self.cached.append(self.keys[table])
         tables = {table: self.finish(table) for table in self.plan.order}
         return GeneratedDatabase(tables, dict(self.rows), self.cached)
 
     def finish(self, table: str) -> DataFrame:
         fitted = self.model.tables[table]
         frame = self.keys[table]
-        outputs = []
+        outputs = [] if ROW_INDEX not in frame.columns else [qcol(ROW_INDEX)]
         for column in fitted.columns:
             data_type = _type_of(column)
             if column.name in frame.columns:
                 outputs.append(qcol(column.name).cast(data_type).alias(column.name))
+            elif column.stored_as is not None:
+                # Dates modelled as dates, written back in the source's form (20230105 for yyyyMMdd).
+                value = _value_expr(column, data_type, self.seed, table)
+                stored_type = T._parse_datatype_json_string(column.stored_as["type"])
+                formatted = F.date_format(value, column.stored_as["format"]).cast(stored_type)
+                outputs.append(formatted.alias(column.name))
+            elif column.distribution["type"] == "personal":
+                outputs.append(self.personal_expr(table, column).alias(column.name))
             else:
                 outputs.append(_value_expr(column, data_type, self.seed, table).alias(column.name))
-        return frame.select(*outputs)
+        result = frame.select(*outputs)
+        for column in fitted.columns:
+            if column.distribution["type"] == "personal" and column.role == "value":
+                result = self.exclude_source_values(table, column, result)
+        return result.drop(ROW_INDEX)
+
+    def personal_expr(self, table: str, column: ColumnModel, candidate: int = 0) -> Column:
+        """Return the column's generated personal data (a name, e-mail, ...) with its null share."""
+        value = pii.pii_column(
+            column.distribution["kind"], self.seed, table, column.name, locale=self.config.model.locale,
+            candidate=candidate,
+        )
+        if column.null_fraction > 0:
+            is_null = uniform(self.seed, table, column.name, "null") < F.lit(column.null_fraction)
+            value = F.when(is_null, F.lit(None).cast("string")).otherwise(value)
+        return value.cast(_type_of(column))
+
+    def exclude_source_values(self, table: str, column: ColumnModel, frame: DataFrame) -> DataFrame:
+        """Replace generated personal values that equal a source value of the same column."""
+        source = self.sources.get(table)
+        if source is None:
+            source = read_table(self.spark, self.config, table)
+            self.sources[table] = source
+        kind = column.distribution["kind"]
+        return pii.exclude_source_values(
+            frame,
+            column.name,
+            pii.distinct_source_values(source, column.name),
+            lambda k: pii.pii_column(
+                kind, self.seed, table, column.name, locale=self.config.model.locale, candidate=k
+            ),
+            table=table,
+            unique=kind == "email",
+        )
 
 
 def _number_to_type(value: Column, column: ColumnModel, data_type: T.DataType) -> Column:
@@ -310,32 +406,83 @@ def _formatted_number(number: Column, prefix: str, width: int) -> Column:
     return F.concat(F.lit(prefix), text)
 
 
-def _primary_key_expr(fitted: TableModel, column: ColumnModel, seed: int, table: str) -> Column:
+def key_capacity(dist: dict[str, Any]) -> tuple[int, int] | None:
+    """Return (lowest number, how many values) a string key format holds, or None when it is unbounded."""
+    if dist["type"] != "string_format":
+        return None
+    if dist["style"] == "prefixed_number":
+        if dist["width"] > 0:
+            # Fixed width with leading zeros, such as ACC-000001: 0 .. 10**width - 1.
+            return 0, 10 ** dist["width"]
+        # Variable width, such as ST-123 and ST-1234: every number with min..max digits.
+        low = 10 ** (dist["min_digits"] - 1) if dist["min_digits"] > 1 else 0
+        return low, 10 ** max(dist["max_digits"], 1) - low
+    return 0, len(dist["alphabet"]) ** max(dist["length"], 1)
+
+
+def describe_key_format(dist: dict[str, Any]) -> str:
+    """Return a key format in words, for error messages."""
+    if dist["style"] == "prefixed_number":
+        if dist["width"] > 0:
+            return f"'{dist['prefix']}' + {dist['width']} digits"
+        return f"'{dist['prefix']}' + {dist['min_digits']}-{dist['max_digits']} digits"
+    return f"{dist['length']} characters from '{dist['alphabet']}'"
+
+
+def check_key_capacity(table: str, fitted: TableModel, rows: int) -> None:
+    """Raise before any table is written when a declared one-column key format cannot hold ``rows`` values.
+
+    Formats learned from the source are not limits: keys past their capacity get more digits.
+    """
+    if len(fitted.primary_key) != 1 or rows == 0:
+        return
+    column = fitted.column(fitted.primary_key[0])
+    if not column.distribution.get("strict"):
+        return
+    capacity = key_capacity(column.distribution)
+    if capacity is not None and rows > capacity[1]:
+        raise GenerationError(
+            f"primary key {table}.{column.name}: the declared format {describe_key_format(column.distribution)} "
+            f"holds {capacity[1]:,} distinct values, but {rows:,} rows are requested. Nothing was written. "
+            f"Lower generation.scale or generation.rows, or widen tables.{table}.columns.{column.name}.format"
+        )
+
+
+def _primary_key_expr(fitted: TableModel, column: ColumnModel, seed: int, table: str, rows: int) -> Column:
     """Return a unique key value: from the row index for a one-column key, else from the ordinal in its group."""
-    number = qcol(ROW_INDEX) if len(fitted.primary_key) == 1 else qcol(ORDINAL)
+    single = len(fitted.primary_key) == 1
+    number = qcol(ROW_INDEX) if single else qcol(ORDINAL)
     dist = column.distribution
     if dist["type"] == "uniform_int":
         return F.lit(dist["min"]).cast("long") + number
     if dist["type"] == "ordinal":
         span = dist["max"] - dist["min"]
-        group = fitted.rows if len(fitted.primary_key) == 1 else fitted.key_group_max
+        group = fitted.rows if single else fitted.key_group_max
         step = span / max(group - 1, 1) if span > 0 else 1.0
         data_type = _type_of(column)
         if isinstance(data_type, (T.DateType,)) or isinstance(data_type, (T.ByteType, T.ShortType, T.IntegerType, T.LongType)):
             step = max(1.0, round(step))
         return _number_to_type(F.lit(dist["min"]) + number * F.lit(step), column, data_type)
-    if dist["type"] == "string_format" and dist["style"] == "prefixed_number":
-        return _formatted_number(number + F.lit(1), dist["prefix"], dist["width"])
-    if dist["type"] == "string_format":
-        # Enough digits for any row index up to 2**62; codes shorter than the source's length are padded.
-        alphabet = dist["alphabet"]
-        length = max(dist["length"], 1)
-        capacity = len(alphabet) ** length
-        overflow_length = max(length, math.ceil(62 / math.log2(len(alphabet))))
-        return F.when(number < F.lit(capacity), _encode(number, alphabet, length)).otherwise(
-            _encode(number, alphabet, overflow_length)
-        )
-    raise ValueError(f"cannot generate key column {table}.{column.name} from {dist['type']}")
+    capacity = key_capacity(dist)
+    if capacity is None:
+        raise ValueError(f"cannot generate key column {table}.{column.name} from {dist['type']}")
+    low, size = capacity
+    if single and 0 < rows <= size:
+        # Spread over the whole format: keys look like the source's (3- and 4-digit ids alike)
+        # and do not simply repeat the source's first values. floor((2i + 1) * size / 2 rows)
+        # grows by at least 1 from one row to the next, so keys stay unique.
+        wide = T.DecimalType(38, 0)
+        spread = (number.cast(wide) * F.lit(2) + F.lit(1)) * F.lit(size).cast(wide) / F.lit(2 * rows).cast(wide)
+        number = F.floor(spread).cast("long")
+    if dist["style"] == "prefixed_number":
+        return _formatted_number(number + F.lit(low), dist["prefix"], dist["width"])
+    # Composite keys number codes within each group; longer codes only past the format's capacity.
+    alphabet = dist["alphabet"]
+    length = max(dist["length"], 1)
+    overflow_length = max(length, math.ceil(62 / math.log2(len(alphabet))))
+    return F.when(number < F.lit(size), _encode(number, alphabet, length)).otherwise(
+        _encode(number, alphabet, overflow_length)
+    )
 
 
 def _value_expr(column: ColumnModel, data_type: T.DataType, seed: int, table: str) -> Column:
@@ -395,8 +542,15 @@ def generate(
     spark: SparkSession,
     model: FittedModel,
     config: SynthConfig | None = None,
+    sources: dict[str, DataFrame] | None = None,
 ) -> GeneratedDatabase:
-    """Generate every table of ``model``; ``config`` overrides the generation settings stored in it."""
+    """Generate every table of ``model``; ``config`` overrides the generation settings stored in it.
+
+    Tables with personal-data columns (names, e-mails, phones, addresses, free
+    text) are checked against their source, so that no source value of such a
+    column appears in the output: ``sources`` passes frames already read, and
+    missing ones are read from the config's source locations.
+    """
     config = config or parse_config(model.config, origin="fitted model")
     plan = build_plan(config)
-    return _Generator(spark, model, config, plan).run()
+    return _Generator(spark, model, config, plan, sources).run()

@@ -20,7 +20,8 @@ class ColumnModel:
     ``role`` is ``primary_key``, ``foreign_key`` or ``value``. ``distribution`` is
     a JSON-ready dict whose ``type`` names how values are drawn: ``quantiles``,
     ``discrete``, ``categorical``, ``boolean``, ``text``, ``uniform_int``,
-    ``string_format``, ``all_null``, or ``key`` for columns filled from relationships.
+    ``string_format``, ``personal`` (names, e-mails, phones, addresses, free text
+    generated from word lists), ``all_null``, or ``key`` for columns filled from relationships.
     """
 
     name: str
@@ -29,6 +30,9 @@ class ColumnModel:
     role: str
     null_fraction: float
     distribution: dict[str, Any]
+    # How the source stores the values, when that differs from ``spark_type``: for example
+    # {"type": "\"integer\"", "format": "yyyyMMdd"} for dates written as 20230105.
+    stored_as: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)

@@ -41,12 +41,18 @@ class TablePlan:
     mapping each row to a parent. ``implied`` are foreign keys whose columns are
     all copied from another relationship's parent. They are valid because that
     parent's own foreign key covers the same columns.
+    ``self_reference`` is a foreign key to the table itself (an employee's
+    manager), filled as a tree once the table's keys exist. ``deferred`` are
+    foreign keys that close a cycle between tables, filled after every table's
+    keys exist.
     """
 
     name: str
     driver: Relationship | None
     assigned: tuple[Relationship, ...] = ()
     implied: tuple[Relationship, ...] = ()
+    self_reference: Relationship | None = None
+    deferred: tuple[Relationship, ...] = ()
 
     @property
     def is_root(self) -> bool:
@@ -77,11 +83,8 @@ def _relationships(config: SynthConfig) -> list[Relationship]:
 def _topological_order(config: SynthConfig, relationships: list[Relationship]) -> list[str]:
     parents: dict[str, set[str]] = {name: set() for name in config.tables}
     for rel in relationships:
-        if rel.parent == rel.child:
-            raise ConfigError(
-                f"foreign key {rel.describe()} is a self-reference, which is not supported yet; "
-                f"remove it from tables.{rel.child}.foreign_keys (its column is then modelled as an id column)"
-            )
+        if rel.parent == rel.child or rel.spec.deferred:
+            continue
         parents[rel.child].add(rel.parent)
     order: list[str] = []
     remaining = dict(parents)
@@ -93,8 +96,9 @@ def _topological_order(config: SynthConfig, relationships: list[Relationship]) -
             raise ConfigError(
                 "foreign keys form a cycle: "
                 + " -> ".join(cycle)
-                + ". Tables in a cycle cannot be generated parents first; remove one of these foreign keys "
-                "from the config (its columns are then modelled as plain id columns)"
+                + ". Tables in a cycle cannot all be generated parents first: mark one foreign key of the "
+                "cycle with 'deferred: true' (usually the one that may be null, such as country.Capital -> "
+                "city); it is filled after both tables exist"
             )
         order.extend(ready)
         for name in ready:
@@ -147,9 +151,27 @@ def build_plan(config: SynthConfig) -> Plan:
 
     tables: dict[str, TablePlan] = {}
     for name in order:
-        rels = by_child.get(name, [])
+        own = by_child.get(name, [])
+        self_refs = [rel for rel in own if rel.parent == name]
+        deferred = tuple(rel for rel in own if rel.spec.deferred and rel.parent != name)
+        if len(self_refs) > 1:
+            raise ConfigError(
+                f"table '{name}' has {len(self_refs)} foreign keys to itself "
+                f"({', '.join(rel.describe() for rel in self_refs)}); one self-reference per table is supported"
+            )
+        self_reference = self_refs[0] if self_refs else None
+        rels = [rel for rel in own if rel.parent != name and not rel.spec.deferred]
+        used = {column for rel in rels for column in rel.columns}
+        for extra in [*self_refs, *deferred]:
+            shared = sorted(used & set(extra.columns))
+            if shared:
+                raise ConfigError(
+                    f"foreign key {extra.describe()} shares column(s) {shared} with another foreign key of "
+                    f"'{name}'; a self-reference or deferred key must have columns of its own"
+                )
+            used.update(extra.columns)
         if not rels:
-            tables[name] = TablePlan(name, None)
+            tables[name] = TablePlan(name, None, self_reference=self_reference, deferred=deferred)
             continue
         filled: dict[str, Relationship] = {}
         assigned: list[Relationship] = []
@@ -172,7 +194,9 @@ def build_plan(config: SynthConfig) -> Plan:
                 f"references '{rel.parent}' through the same columns. List the wider key first (for example the "
                 f"composite key) or remove one of the two keys"
             )
-        tables[name] = TablePlan(name, rels[0], tuple(assigned), tuple(implied))
+        tables[name] = TablePlan(
+            name, rels[0], tuple(assigned), tuple(implied), self_reference=self_reference, deferred=deferred
+        )
 
     children: dict[str, tuple[Relationship, ...]] = {
         name: tuple(rel for rel in relationships if rel.parent == name) for name in order

@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import csv
+import logging
 import os
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 from pyspark.sql.utils import AnalysisException
 
-from synthspark.config import ColumnKind, SynthConfig, TableSpec
+from synthspark.config import ColumnKind, ColumnSpec, SynthConfig, TableSpec, parse_type
 from synthspark.errors import ConfigError, SourceDataError, format_examples
 from synthspark.sampling import qcol
+
+logger = logging.getLogger(__name__)
+
+# Column metadata key that records for the fitter how the source stored a converted column.
+STORED_AS = "synthspark.stored_as"
+_INTEGRAL = (T.ByteType, T.ShortType, T.IntegerType, T.LongType)
+_DATETIME = (T.DateType, T.TimestampType, T.TimestampNTZType)
 
 # RFC 4180 quoting: a quote inside a quoted field is doubled. Spark's own default
 # escape character is a backslash, which misreads such fields.
@@ -63,7 +72,7 @@ def check_sources(config: SynthConfig) -> None:
 
 
 def read_table(spark: SparkSession, config: SynthConfig, table: str) -> DataFrame:
-    """Read one source table, with datetime columns stored as text parsed by their declared format."""
+    """Read one source table; cast columns with a declared type and parse datetimes stored as text or integers."""
     spec = config.tables[table]
     source = spec.source
     location = source_location(config, table)
@@ -71,7 +80,7 @@ def read_table(spark: SparkSession, config: SynthConfig, table: str) -> DataFram
         if source.table is not None:
             frame = spark.read.table(source.table)
         elif source.format == "csv":
-            frame = spark.read.options(**{**CSV_DEFAULTS, **source.options}).csv(location)
+            frame = _read_csv(spark, spec, location)
         else:
             frame = spark.read.options(**source.options).format(source.format).load(location)
     except AnalysisException as error:
@@ -81,7 +90,27 @@ def read_table(spark: SparkSession, config: SynthConfig, table: str) -> DataFram
             f"Check tables.{table}.source and --source"
         ) from None
     check_declared_columns(table, spec, frame.columns)
-    return _parse_text_datetimes(table, spec, frame)
+    return _apply_declared_types(table, spec, frame)
+
+
+def _read_csv(spark: SparkSession, spec: TableSpec, location: str) -> DataFrame:
+    """Read a CSV file; columns with a declared type or format are read as text, the rest inferred.
+
+    Reading declared columns as text keeps decimals exact (inference would go
+    through double) and gives an empty file the declared types.
+    """
+    options = {**CSV_DEFAULTS, **spec.source.options}
+    declared = {name for name, column in spec.columns.items() if column.type is not None or column.format is not None}
+    if not declared or options.get("inferSchema", "true").lower() != "true":
+        return spark.read.options(**options).csv(location)
+    inferred = spark.read.options(**options).csv(location).schema
+    schema = T.StructType(
+        [
+            T.StructField(field.name, T.StringType() if field.name in declared else field.dataType, True)
+            for field in inferred.fields
+        ]
+    )
+    return spark.read.options(**{**options, "inferSchema": "false"}).schema(schema).csv(location)
 
 
 def check_declared_columns(table: str, spec: TableSpec, actual: list[str]) -> None:
@@ -97,31 +126,77 @@ def check_declared_columns(table: str, spec: TableSpec, actual: list[str]) -> No
         )
 
 
-def _parse_text_datetimes(table: str, spec: TableSpec, frame: DataFrame) -> DataFrame:
+def _apply_declared_types(table: str, spec: TableSpec, frame: DataFrame) -> DataFrame:
+    """Cast each column with a declared type or datetime format; invalid values are an error or null."""
     types = dict(frame.dtypes)
     for column, column_spec in spec.columns.items():
-        if column_spec.kind != ColumnKind.DATETIME or types.get(column) != "string":
+        if column not in types:
             continue
-        if column_spec.format is None:
-            raise ConfigError(
-                f"column {table}.{column} is declared datetime but was read as text; set "
-                f"tables.{table}.columns.{column}.format to its Spark datetime pattern, such as yyyy-MM-dd HH:mm:ss"
-            )
-        has_time = any(letter in column_spec.format for letter in "HhmsSa")
-        parse = F.try_to_timestamp if has_time else None
-        pattern = F.lit(column_spec.format)
-        if parse is None:
-            parsed = F.to_date(F.try_to_timestamp(qcol(column), pattern))
-        else:
-            parsed = parse(qcol(column), pattern)
-        bad = frame.where(qcol(column).isNotNull() & parsed.isNull())
-        # Bounded: at most 5 example values reach the driver.
-        examples = [row[0] for row in bad.select(column).limit(5).collect()]
-        if examples:
-            count = bad.count()
-            raise SourceDataError(
-                f"column {table}.{column}: {count} value(s) do not match the declared format "
-                f"'{column_spec.format}', for example {format_examples(examples)}. Fix the values or the format"
-            )
-        frame = frame.withColumn(column, parsed)
+        parsed = _converted(table, column, column_spec, frame.schema[column].dataType)
+        if parsed is None:
+            continue
+        source_type = frame.schema[column].dataType
+        frame = _checked(table, column, column_spec, frame, parsed)
+        if column_spec.kind == ColumnKind.DATETIME and isinstance(source_type, _INTEGRAL):
+            # Generation writes these dates back in the source's integer form, such as 20230105.
+            stored = {"type": source_type.json(), "format": column_spec.format}
+            frame = frame.withMetadata(column, {STORED_AS: stored})
     return frame
+
+
+def _converted(table: str, column: str, spec: ColumnSpec, source_type: T.DataType) -> Column | None:
+    """Return the expression that converts the source column to its modelling type, or None to keep it."""
+    value = qcol(column)
+    target = parse_type(spec.type) if spec.type is not None else None
+    if spec.kind == ColumnKind.DATETIME and isinstance(source_type, (T.StringType, *_INTEGRAL)):
+        if spec.format is None:
+            if target is not None and isinstance(target, _DATETIME):
+                return value.try_cast(target)
+            raise ConfigError(
+                f"column {table}.{column} is declared datetime but was read as {source_type.simpleString()}; set "
+                f"tables.{table}.columns.{column}.format to its Spark datetime pattern, such as yyyy-MM-dd HH:mm:ss, "
+                f"or type: timestamp for ISO-8601 text"
+            )
+        text = value.cast("string")
+        pattern = F.lit(spec.format)
+        has_time = any(letter in spec.format for letter in "HhkKmsSaXxOVz")
+        if has_time and not isinstance(target, T.DateType):
+            if isinstance(source_type, _INTEGRAL):
+                raise ConfigError(
+                    f"column {table}.{column} is an integer column with a time-of-day format '{spec.format}'; "
+                    f"only date formats such as yyyyMMdd are supported for integer-encoded datetimes"
+                )
+            stamp = F.try_to_timestamp(text, pattern)
+            return stamp.cast("timestamp_ntz") if isinstance(target, T.TimestampNTZType) else stamp
+        # A date-only pattern: reject values that parse but do not round-trip (20230231 is not a date).
+        day = F.to_date(F.try_to_timestamp(text, pattern))
+        return F.when(F.date_format(day, spec.format) == text, day)
+    if target is None or target == source_type:
+        return None
+    if isinstance(target, T.BooleanType) and isinstance(source_type, T.StringType):
+        lowered = F.lower(F.trim(value))
+        return F.when(lowered.isin("true", "t", "yes", "1"), F.lit(True)).when(
+            lowered.isin("false", "f", "no", "0"), F.lit(False)
+        )
+    return value.try_cast(target)
+
+
+def _checked(table: str, column: str, spec: ColumnSpec, frame: DataFrame, parsed: Column) -> DataFrame:
+    """Replace ``column`` with ``parsed``; values that do not convert raise or become null."""
+    expected = spec.format or spec.type
+    bad = frame.where(qcol(column).isNotNull() & parsed.isNull())
+    # Bounded: at most 5 example values reach the driver.
+    examples = [str(row[0]) for row in bad.select(column).limit(5).collect()]
+    if examples:
+        count = bad.count()
+        if spec.on_invalid == "error":
+            raise SourceDataError(
+                f"column {table}.{column}: {count} value(s) do not match the declared "
+                f"{'format' if spec.format else 'type'} '{expected}', for example {format_examples(examples)}. "
+                f"Fix the values or the declaration, or set on_invalid: null to read them as null"
+            )
+        logger.warning(
+            "column %s.%s: %d value(s) do not match '%s' and are read as null (on_invalid: null), for example %s",
+            table, column, count, expected, format_examples(examples),
+        )
+    return frame.withColumn(column, parsed)

@@ -59,13 +59,36 @@ def test_cycle_is_rejected_with_its_path(tmp_path: Path) -> None:
     message = str(error.value)
     assert "cycle" in message
     assert "account -> customer -> branch -> account" in message
+    assert "deferred: true" in message
 
 
-def test_self_reference_is_rejected(tmp_path: Path) -> None:
+def test_cycle_with_a_deferred_key_is_planned(tmp_path: Path) -> None:
+    data = bank_config(tmp_path, tmp_path / "out")
+    data["tables"]["branch"]["columns"]["manager"] = "id"
+    data["tables"]["branch"]["foreign_keys"] = [{"columns": "manager", "parent": "account", "deferred": True}]
+    plan = build_plan(parse_config(data))
+    assert plan.tables["branch"].is_root
+    assert [rel.parent for rel in plan.tables["branch"].deferred] == ["account"]
+    assert plan.order.index("branch") < plan.order.index("account")
+
+
+def test_self_reference_is_planned_as_a_tree(tmp_path: Path) -> None:
     data = bank_config(tmp_path, tmp_path / "out")
     data["tables"]["customer"]["columns"]["referrer"] = "id"
     data["tables"]["customer"]["foreign_keys"].append({"columns": "referrer", "parent": "customer"})
-    with pytest.raises(ConfigError, match="self-reference"):
+    plan = build_plan(parse_config(data))
+    customer = plan.tables["customer"]
+    assert customer.self_reference is not None and customer.self_reference.columns == ("referrer",)
+    assert customer.driver is not None and customer.driver.parent == "branch"
+    assert customer.assigned == ()
+
+
+def test_two_self_references_are_rejected(tmp_path: Path) -> None:
+    data = bank_config(tmp_path, tmp_path / "out")
+    for column in ("referrer", "mentor"):
+        data["tables"]["customer"]["columns"][column] = "id"
+        data["tables"]["customer"]["foreign_keys"].append({"columns": column, "parent": "customer"})
+    with pytest.raises(ConfigError, match="2 foreign keys to itself"):
         build_plan(parse_config(data))
 
 
