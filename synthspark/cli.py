@@ -8,8 +8,10 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from synthspark.config import load_config
-from synthspark.errors import SynthsparkError
+from pydantic import ValidationError
+
+from synthspark.config import OutputSpec, load_config
+from synthspark.errors import ConfigError, SynthsparkError
 
 logger = logging.getLogger("synthspark")
 
@@ -37,7 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("command", choices=sorted(STAGES), help="fit, generate, evaluate, or run (all three)")
     parser.add_argument("config", help="YAML config, for example conf/berka.yaml")
     parser.add_argument("--source", help="directory that relative source paths resolve against (overrides source_root)")
-    parser.add_argument("--output", help="output directory for the generated tables (overrides output.path)")
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument("--output", help="output directory for the generated tables (overrides output.path)")
+    target.add_argument(
+        "--catalog-schema", metavar="[CATALOG.]SCHEMA",
+        help="write managed Delta tables into this catalog schema instead of a directory (overrides output)",
+    )
     parser.add_argument("--model", help="fitted model directory (default: OUTPUT/_synthspark_model)")
     parser.add_argument("--seed", type=int, help="random seed (overrides generation.seed)")
     parser.add_argument("--scale", type=float, help="rows of each root table = source rows x SCALE")
@@ -50,6 +57,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
     parser.add_argument("--log-level", default="INFO", help="Python log level (default INFO)")
     return parser
+
+
+def _updated_output(output: OutputSpec, changes: dict[str, str | None]) -> OutputSpec:
+    """Return ``output`` with command-line overrides applied, validated like the config file."""
+    try:
+        return OutputSpec.model_validate({**output.model_dump(), **changes})
+    except ValidationError as error:
+        problems = "; ".join(item["msg"].removeprefix("Value error, ") for item in error.errors())
+        raise ConfigError(f"invalid output options on the command line: {problems}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -65,8 +81,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_config(args.config, source=args.source, output=args.output, seed=args.seed, scale=args.scale)
         updates = {}
+        output_updates = {}
         if args.mode:
-            updates["output"] = config.output.model_copy(update={"mode": args.mode})
+            output_updates["mode"] = args.mode
+        if args.catalog_schema:
+            output_updates.update(catalog_schema=args.catalog_schema, path=None)
+        if output_updates:
+            updates["output"] = _updated_output(config.output, output_updates)
         if args.no_tracking:
             updates["tracking"] = config.tracking.model_copy(update={"enabled": False})
         if updates:

@@ -1,4 +1,4 @@
-"""Create or reuse a SparkSession with Delta Lake enabled."""
+"""Create or reuse a SparkSession with Delta Lake enabled: local, under spark-submit, or through Spark Connect."""
 
 from __future__ import annotations
 
@@ -17,6 +17,10 @@ DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
 # A folder of pre-fetched JARs (see scripts/fetch-delta-jars.sh); used instead of
 # resolving spark.jars.packages when it exists.
 JARS_DIR_ENV = "SYNTHSPARK_JARS_DIR"
+# Spark master for sessions that synthspark starts itself, when no master is passed.
+MASTER_ENV = "SYNTHSPARK_MASTER"
+# PySpark's own variable for a Spark Connect URL (sc://host:port).
+REMOTE_ENV = "SPARK_REMOTE"
 
 
 def delta_maven_coordinate() -> str:
@@ -28,11 +32,22 @@ def delta_maven_coordinate() -> str:
     return f"io.delta:delta-spark_{spark_minor}_{SCALA_VERSION}:{delta_version}"
 
 
-def _local_jars() -> list[str]:
+def local_jars() -> list[str]:
+    """Return the JAR files in ``$SYNTHSPARK_JARS_DIR``, or an empty list when it is unset or missing."""
     folder = os.environ.get(JARS_DIR_ENV)
     if not folder or not os.path.isdir(folder):
         return []
     return sorted(os.path.join(folder, name) for name in os.listdir(folder) if name.endswith(".jar"))
+
+
+def launched_by_spark_submit() -> bool:
+    """Return whether this Python process was started by spark-submit (or another JVM-first launcher).
+
+    spark-submit starts the JVM first and hands its Py4J gateway to Python through
+    ``PYSPARK_GATEWAY_PORT``. Its --master, --conf and --packages are then already
+    in the JVM, and a master set by the builder would silently override them.
+    """
+    return "PYSPARK_GATEWAY_PORT" in os.environ
 
 
 def get_spark(
@@ -42,12 +57,22 @@ def get_spark(
 ) -> SparkSession:
     """Return the active SparkSession, or start one with Delta Lake enabled.
 
-    Under ``spark-submit``, on Databricks or in a notebook the active session is
-    reused as it is, except that ``conf`` entries are applied where Spark allows
-    changing them at run time. Otherwise a session starts on ``master``, by
-    default ``local[*]``, and ``sc://host:port`` connects through Spark Connect.
-    The Delta JARs come from ``$SYNTHSPARK_JARS_DIR`` when it is set, else from
-    Maven Central through ``spark.jars.packages``.
+    In a notebook, or wherever a session is already active, that session is
+    reused, and ``conf`` entries are applied where Spark allows changing them at
+    run time. Otherwise:
+
+    - ``master`` (or ``$SYNTHSPARK_MASTER``, or ``$SPARK_REMOTE``) of the form
+      ``sc://host:port`` connects through Spark Connect. The server must have
+      Delta Lake on its classpath and in its session settings, because a client
+      cannot add JARs or static settings.
+    - On Databricks the runtime's session is used as configured.
+    - Under spark-submit the session takes the master, application name,
+      settings and JARs given to spark-submit. Only the Delta extension and
+      catalog are added, when spark-submit did not set them. ``master`` is
+      applied only when given.
+    - Elsewhere a session starts on ``master``, by default ``local[*]``, with the
+      Delta JARs from ``$SYNTHSPARK_JARS_DIR`` when it is set, else from Maven
+      Central through ``spark.jars.packages``.
     """
     conf = dict(conf or {})
     active = SparkSession.getActiveSession()
@@ -56,26 +81,72 @@ def get_spark(
             active.conf.set(key, value)
         return active
 
+    master = master or os.environ.get(MASTER_ENV)
+    remote = master if master and master.startswith("sc://") else None
+    if master is None and os.environ.get(REMOTE_ENV, "").startswith("sc://"):
+        remote = os.environ[REMOTE_ENV]
+    if remote is not None:
+        builder = _connect_builder(remote, app_name)
+    elif "DATABRICKS_RUNTIME_VERSION" in os.environ:
+        # The runtime configures Delta, the catalogs, the master and the name, and they cannot change.
+        builder = SparkSession.builder
+    elif launched_by_spark_submit():
+        builder = _submitted_builder(master, conf, app_name)
+    else:
+        builder = _local_builder(master or "local[*]", conf, app_name)
+    for key, value in conf.items():
+        builder = builder.config(key, value)
+    logger.info("starting Spark session: %s", remote or master or "master set by the launcher")
+    return builder.getOrCreate()
+
+
+def _connect_builder(remote: str, app_name: str) -> SparkSession.Builder:
+    """Return a Spark Connect builder. The server sets the JARs, the master and the static settings."""
+    return SparkSession.builder.appName(app_name).remote(remote)
+
+
+def _submitted_builder(master: str | None, conf: dict[str, str], app_name: str) -> SparkSession.Builder:
+    """Return a builder for the JVM that spark-submit started, which keeps its settings and gains Delta's."""
+    from pyspark import SparkConf, SparkContext
+
+    # Connect to spark-submit's JVM first: without a gateway SparkConf() starts empty
+    # instead of loading the settings that spark-submit passed to the JVM.
+    SparkContext._ensure_initialized()
+    submitted = SparkConf()
+    builder = SparkSession.builder
+    if not submitted.contains("spark.app.name"):
+        builder = builder.appName(app_name)
+    if master is not None:
+        builder = builder.master(master)
+    if not submitted.contains("spark.sql.extensions") and "spark.sql.extensions" not in conf:
+        builder = builder.config("spark.sql.extensions", DELTA_EXTENSION)
+    if not submitted.contains("spark.sql.catalog.spark_catalog") and "spark.sql.catalog.spark_catalog" not in conf:
+        builder = builder.config("spark.sql.catalog.spark_catalog", DELTA_CATALOG)
+    jars = f"{submitted.get('spark.jars', '')},{submitted.get('spark.jars.packages', '')}"
+    if "delta" not in jars.lower():
+        # NOTE: a warning, not an error, because a cluster may ship Delta in its own classpath.
+        logger.warning(
+            "spark-submit was given no Delta JAR; if Delta classes are not found, pass --packages %s "
+            "or --jars with the Delta JAR files",
+            delta_maven_coordinate(),
+        )
+    return builder
+
+
+def _local_builder(master: str, conf: dict[str, str], app_name: str) -> SparkSession.Builder:
+    """Return a builder that starts its own JVM with the Delta JARs and settings."""
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    master = master or os.environ.get("SYNTHSPARK_MASTER") or "local[*]"
-    builder = SparkSession.builder.appName(app_name)
-    if master.startswith("sc://"):
-        builder = builder.remote(master)
-    else:
-        builder = builder.master(master)
-        builder = builder.config("spark.sql.extensions", DELTA_EXTENSION)
-        builder = builder.config("spark.sql.catalog.spark_catalog", DELTA_CATALOG)
-        jars = _local_jars()
-        if jars and "spark.jars" not in conf:
-            builder = builder.config("spark.jars", ",".join(jars))
-        elif "spark.jars.packages" not in conf and "spark.jars" not in conf:
-            builder = builder.config("spark.jars.packages", delta_maven_coordinate())
+    builder = SparkSession.builder.appName(app_name).master(master)
+    builder = builder.config("spark.sql.extensions", DELTA_EXTENSION)
+    builder = builder.config("spark.sql.catalog.spark_catalog", DELTA_CATALOG)
+    jars = local_jars()
+    if jars and "spark.jars" not in conf:
+        builder = builder.config("spark.jars", ",".join(jars))
+    elif "spark.jars.packages" not in conf and "spark.jars" not in conf:
+        builder = builder.config("spark.jars.packages", delta_maven_coordinate())
     builder = builder.config("spark.ui.showConsoleProgress", "false")
     if master.startswith("local"):
         # Delta replays its log with 50 partitions by default, which dominates small local runs.
         builder = builder.config("spark.databricks.delta.snapshotPartitions", "2")
-    for key, value in conf.items():
-        builder = builder.config(key, value)
-    logger.info("starting Spark session: master=%s", master)
-    return builder.getOrCreate()
+    return builder
