@@ -1,18 +1,13 @@
-"""Write generated tables: Delta (default), Parquet or CSV, under a path or a catalog schema.
+"""Targets, writes and reads of generated tables: Delta (default), Parquet or CSV, by path or catalog name.
 
-Every target is checked before the first write. Each Delta write is one atomic
-commit. If a later table fails, tables already written in this run are restored
-to their previous version, or removed when they are new. A run killed mid-write
-is not covered: it can leave some tables new and others old.
+Runs do not write published tables directly: :mod:`synthspark.publish` stages
+every table, checks the staged copy and then publishes it.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import shutil
-import time
-import uuid
 from dataclasses import dataclass
 
 from pyspark.sql import DataFrame, SparkSession
@@ -22,6 +17,10 @@ from synthspark.config import OutputSpec
 from synthspark.errors import OutputError
 
 logger = logging.getLogger(__name__)
+
+# Entries that a run keeps beside the tables under an output path.
+MODEL_SUBDIR = "_synthspark_model"
+REPORT_FILE = "_synthspark_report.json"
 
 
 @dataclass(frozen=True)
@@ -46,15 +45,17 @@ def targets(output: OutputSpec, tables: list[str]) -> dict[str, Target]:
     return {t: Target(t, os.path.join(output.path, t), None) for t in tables}
 
 
-def _is_local(path: str) -> bool:
+def is_local_path(path: str) -> bool:
+    """Return whether ``path`` is on the local file system (no URI scheme, or ``file:``)."""
     return "://" not in path or path.startswith("file:")
 
 
-def _local(path: str) -> str:
+def local_path(path: str) -> str:
+    """Return ``path`` without a ``file:`` prefix."""
     return path.removeprefix("file:")
 
 
-def _delta_version(spark: SparkSession, target: Target) -> int | None:
+def delta_version(spark: SparkSession, target: Target) -> int | None:
     """Return the current Delta version of ``target``, or None when it is not a Delta table."""
     reference = f"delta.`{target.path}`" if target.path else target.name
     try:
@@ -68,12 +69,13 @@ def _delta_version(spark: SparkSession, target: Target) -> int | None:
     return int(row[0]) if row else None
 
 
-def _exists(spark: SparkSession, target: Target) -> bool:
+def table_exists(spark: SparkSession, target: Target) -> bool:
+    """Return whether ``target`` exists: a catalog table, a local path, or a Delta table at a remote path."""
     if target.name is not None:
         return spark.catalog.tableExists(target.name.replace("`", ""))
     assert target.path is not None
-    if _is_local(target.path):
-        return os.path.exists(_local(target.path))
+    if is_local_path(target.path):
+        return os.path.exists(local_path(target.path))
     try:
         spark.read.format("delta").load(target.path).schema  # noqa: B018 - reads metadata only
         return True
@@ -85,7 +87,7 @@ def check_targets(spark: SparkSession, output: OutputSpec, planned: dict[str, Ta
     """Raise :class:`OutputError` before any write when mode 'error' would replace existing output."""
     if output.mode != "error":
         return
-    existing = [t.describe() for t in planned.values() if _exists(spark, t)]
+    existing = [t.describe() for t in planned.values() if table_exists(spark, t)]
     if existing:
         raise OutputError(
             f"output already exists: {existing[:5]}{' ...' if len(existing) > 5 else ''}. Nothing was written. "
@@ -93,86 +95,62 @@ def check_targets(spark: SparkSession, output: OutputSpec, planned: dict[str, Ta
         )
 
 
-def _write_one(frame: DataFrame, output: OutputSpec, target: Target) -> None:
-    writer = frame.write.format(output.format).mode("overwrite")
-    if output.format == "delta":
+def write_table(frame: DataFrame, output_format: str, target: Target, *, replace: bool) -> None:
+    """Write one table to ``target``.
+
+    With ``replace`` an existing table is overwritten (for Delta, one new commit
+    that may change the schema); without it an existing table raises.
+    """
+    # "error", not its synonym "errorifexists", which the Spark Connect client of PySpark 4.2 rejects.
+    writer = frame.write.format(output_format).mode("overwrite" if replace else "error")
+    if output_format == "delta" and replace:
         writer = writer.option("overwriteSchema", "true")
-    if output.format == "csv":
+    if output_format == "csv":
         writer = writer.option("header", "true")
     if target.name is not None:
         writer.saveAsTable(target.name)
-        return
-    assert target.path is not None
-    if output.format == "delta" or not _is_local(target.path):
-        # NOTE: Parquet and CSV on remote storage are written in place, not atomically.
+    else:
         writer.save(target.path)
-        return
-    # Parquet/CSV on a local disk: write beside the target, then swap directories.
-    final = _local(target.path)
-    staging = f"{final}.synthspark-{uuid.uuid4().hex[:8]}"
-    writer.save(staging)
-    backup = f"{staging}.old"
-    if os.path.exists(final):
-        os.replace(final, backup)
-    os.replace(staging, final)
-    shutil.rmtree(backup, ignore_errors=True)
 
 
-def _rollback(spark: SparkSession, target: Target, version: int | None, existed: bool, output: OutputSpec) -> None:
+def read_table(spark: SparkSession, output_format: str, target: Target) -> DataFrame:
+    """Read one written table; CSV is read with its header and inferred types."""
+    if target.name is not None:
+        return spark.read.table(target.name)
+    if output_format == "csv":
+        return spark.read.option("header", "true").option("inferSchema", "true").csv(target.path)
+    return spark.read.format(output_format).load(target.path)
+
+
+def restore_table(spark: SparkSession, target: Target, version: int | None, existed: bool, output_format: str) -> None:
+    """Put ``target`` back as it was before this run: Delta ``RESTORE`` to ``version``, or drop it when it is new.
+
+    Errors are logged, not raised, because the caller re-raises the error that
+    made it roll back. Parquet and CSV tables that existed cannot be restored.
+    """
     reference = f"delta.`{target.path}`" if target.path else target.name
     try:
-        if existed and version is not None and output.format == "delta":
+        if existed and version is not None and output_format == "delta":
             spark.sql(f"RESTORE TABLE {reference} TO VERSION AS OF {version}")
             logger.warning("restored %s to version %d after a failed run", target.describe(), version)
-        elif not existed:
-            if target.name is not None:
-                spark.sql(f"DROP TABLE IF EXISTS {target.name}")
-            elif target.path is not None and _is_local(target.path):
-                shutil.rmtree(_local(target.path), ignore_errors=True)
-            logger.warning("removed %s, written by the failed run", target.describe())
+        elif existed:
+            logger.error("cannot restore %s: only Delta tables keep earlier versions", target.describe())
+        elif target.name is not None:
+            spark.sql(f"DROP TABLE IF EXISTS {target.name}")
+            logger.warning("dropped %s, written by the failed run", target.describe())
+        else:
+            logger.error("%s was written by the failed run and is left in place; delete it by hand", target.describe())
     except Exception:  # noqa: BLE001 - the original error is re-raised by the caller
         logger.exception("could not roll back %s; inspect it by hand", target.describe())
 
 
-def write_tables(
-    spark: SparkSession, tables: dict[str, DataFrame], output: OutputSpec
-) -> dict[str, float]:
-    """Write every table; on failure undo this run's writes and re-raise. Return seconds per table."""
-    planned = targets(output, list(tables))
-    check_targets(spark, output, planned)
-    done: list[tuple[Target, int | None, bool]] = []
-    seconds: dict[str, float] = {}
-    for table, frame in tables.items():
-        target = planned[table]
-        existed = _exists(spark, target)
-        version = _delta_version(spark, target) if existed and output.format == "delta" else None
-        started = time.monotonic()
-        logger.info("write %s: start -> %s", table, target.describe())
-        try:
-            _write_one(frame, output, target)
-        except BaseException:
-            done.append((target, version, existed))
-            for written, old_version, was_there in reversed(done):
-                _rollback(spark, written, old_version, was_there, output)
-            raise
-        done.append((target, version, existed))
-        seconds[table] = time.monotonic() - started
-        logger.info("write %s: done, %.1f s", table, seconds[table])
-    return seconds
-
-
 def read_tables(spark: SparkSession, output: OutputSpec, tables: list[str]) -> dict[str, DataFrame]:
-    """Read written tables back."""
+    """Read published tables back."""
     planned = targets(output, tables)
     result = {}
     for table, target in planned.items():
         try:
-            if target.name is not None:
-                result[table] = spark.read.table(target.name)
-            elif output.format == "csv":
-                result[table] = spark.read.option("header", "true").option("inferSchema", "true").csv(target.path)
-            else:
-                result[table] = spark.read.format(output.format).load(target.path)
+            result[table] = read_table(spark, output.format, target)
         except AnalysisException as error:
             raise OutputError(
                 f"cannot read generated table '{table}' at {target.describe()}: {str(error).splitlines()[0]}; "

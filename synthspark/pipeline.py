@@ -1,4 +1,4 @@
-"""The pipeline stages as one Python API: fit, generate, evaluate, write, each tracked in MLflow."""
+"""The pipeline stages as one Python API: fit, generate, evaluate, publish, each tracked in MLflow."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 
 from synthspark.config import SynthConfig
 from synthspark.errors import ConfigError, SynthsparkError
@@ -18,8 +20,9 @@ from synthspark.evaluate import evaluate
 from synthspark.fit import PreparedSources, fit_prepared, prepare_sources
 from synthspark.generate import generate
 from synthspark.model import FittedModel
-from synthspark.output import check_targets, read_tables, targets, write_tables
+from synthspark.output import MODEL_SUBDIR, REPORT_FILE, read_tables
 from synthspark.plan import Plan, build_plan
+from synthspark.publish import Staging, open_staging
 from synthspark.sources import check_sources
 from synthspark.tracking import (
     RunTracker,
@@ -30,8 +33,6 @@ from synthspark.tracking import (
 )
 
 logger = logging.getLogger(__name__)
-
-MODEL_SUBDIR = "_synthspark_model"
 
 
 def default_model_dir(config: SynthConfig) -> str:
@@ -63,7 +64,7 @@ def _check_model_matches(model: FittedModel, config: SynthConfig) -> None:
 
 
 def _integrity_gate(report: dict[str, Any]) -> None:
-    """Raise before writing when generated keys are not unique or foreign keys do not resolve."""
+    """Raise before publishing when generated keys are not unique or foreign keys do not resolve."""
     problems = []
     for table, entry in report["tables"].items():
         key = entry.get("primary_key")
@@ -74,7 +75,7 @@ def _integrity_gate(report: dict[str, Any]) -> None:
             problems.append(f"{entry['relationship']}: {entry['orphan_rows']} generated keys without a parent")
     if problems:
         raise SynthsparkError(
-            "generated data failed the integrity check, so nothing was written: " + "; ".join(problems)
+            "generated data failed the integrity check, so the output was not changed: " + "; ".join(problems)
             + ". This is a synthspark bug; please report it with the config"
         )
 
@@ -102,9 +103,15 @@ def run_pipeline(
 ) -> RunResult:
     """Run the given stages in order inside one MLflow run.
 
-    ``fit`` learns and saves the model; ``generate`` generates and writes the
-    tables (after checking keys); ``evaluate`` scores the written tables
-    against the source. Every stage's seconds and every score become metrics.
+    ``fit`` learns and saves the model; ``generate`` generates the tables;
+    ``evaluate`` scores them against the source. Every stage's seconds and
+    every score become metrics.
+
+    A run that generates writes nothing to the published output until every
+    check has passed: the tables, the model (when it is the default one under
+    the output path) and the report are staged and checked there, then
+    published together (see :mod:`synthspark.publish`). A run that fails or is
+    killed leaves the earlier output as it was.
     """
     unknown = set(stages) - {"fit", "generate", "evaluate"}
     if unknown:
@@ -114,18 +121,30 @@ def run_pipeline(
     if "fit" in stages or "evaluate" in stages:
         check_sources(config)
     result = RunResult()
-    if "generate" in stages:
-        check_targets(spark, config.output, targets(config.output, list(plan.order)))
 
     sources: PreparedSources | None = None
-    try:
-        with tracked_run(config.tracking, run_name=f"{config.name}-{'-'.join(stages)}") as tracker:
-            result.run_id = tracker.run_id
-            sources = _run_stages(spark, config, plan, stages, model_dir, tracker, result)
-    finally:
-        if sources is not None:
-            sources.unpersist()
+    with _staging(spark, config, plan, stages) as staging:
+        try:
+            with tracked_run(config.tracking, run_name=f"{config.name}-{'-'.join(stages)}") as tracker:
+                result.run_id = tracker.run_id
+                sources = _run_stages(spark, config, plan, stages, model_dir, tracker, result, staging)
+        finally:
+            if sources is not None:
+                sources.unpersist()
     return result
+
+
+@contextmanager
+def _staging(spark: SparkSession, config: SynthConfig, plan: Plan, stages: tuple[str, ...]) -> Iterator[Staging | None]:
+    """Open the staging area of a run that generates (this also checks mode 'error'), and always close it."""
+    if "generate" not in stages:
+        yield None
+        return
+    staging = open_staging(spark, config.output, list(plan.order))
+    try:
+        yield staging
+    finally:
+        staging.close()
 
 
 def _run_stages(
@@ -136,6 +155,7 @@ def _run_stages(
     model_dir: str,
     tracker: RunTracker,
     result: RunResult,
+    staging: Staging | None,
 ) -> PreparedSources | None:
     """Run the stages; return the prepared sources (cached) for the caller to release."""
     tracker.config(config)
@@ -145,36 +165,27 @@ def _run_stages(
             started = time.monotonic()
             sources = prepare_sources(spark, config, plan)
             result.seconds["prepare"] = time.monotonic() - started
-            model, result.seconds["fit"] = fit_stage(config, plan, sources, model_dir, tracker)
+            fit_dir = staging.model_dir(model_dir) if staging is not None else model_dir
+            model, result.seconds["fit"] = fit_stage(config, plan, sources, fit_dir, tracker)
         else:
             model = FittedModel.load(model_dir)
             _check_model_matches(model, config)
         result.model = model
         tracker.params(config_params(config, model.versions))
 
-        if "generate" in stages:
-            started = time.monotonic()
-            database = generate(spark, model, config)
-            try:
-                report = evaluate(model, plan, {}, database.tables)
-                _integrity_gate(report)
-                write_seconds = write_tables(spark, database.tables, config.output)
-            finally:
-                database.unpersist()
-            result.rows = dict(database.rows)
-            result.seconds["generate"] = time.monotonic() - started
-            tracker.metrics({metric_key("seconds_write", t): s for t, s in write_seconds.items()})
-            tracker.metrics({metric_key("rows", t): float(n) for t, n in result.rows.items()})
-
-        if "evaluate" in stages:
+        if staging is not None:
+            if "evaluate" in stages and sources is None:
+                sources = prepare_sources(spark, config, plan)
+            real = sources.frames if "evaluate" in stages and sources is not None else None
+            _generate_and_publish(spark, config, plan, model, real, staging, tracker, result)
+        elif "evaluate" in stages:
             started = time.monotonic()
             synthetic = read_tables(spark, config.output, list(plan.order))
             if sources is None:
                 sources = prepare_sources(spark, config, plan)
             result.report = evaluate(model, plan, sources.frames, synthetic)
             result.seconds["evaluate"] = time.monotonic() - started
-            tracker.metrics(flatten_report(result.report))
-            tracker.json(result.report, "metrics.json")
+            _log_report(result.report, tracker)
             if config.output.path is not None:
                 _save_report(result.report, config.output.path)
 
@@ -186,6 +197,54 @@ def _run_stages(
     return sources
 
 
+def _generate_and_publish(
+    spark: SparkSession,
+    config: SynthConfig,
+    plan: Plan,
+    model: FittedModel,
+    real: dict[str, DataFrame] | None,
+    staging: Staging,
+    tracker: RunTracker,
+    result: RunResult,
+) -> None:
+    """Generate and stage the tables, check the staged copy, then publish it.
+
+    With ``real`` source tables the check is the full evaluation, whose report
+    is published with the tables. With None only keys and cardinality are
+    checked, and a report of the replaced tables is removed.
+    """
+    started = time.monotonic()
+    database = generate(spark, model, config)
+    try:
+        write_seconds = staging.write(database.tables)
+    finally:
+        database.unpersist()
+    result.rows = dict(database.rows)
+    result.seconds["generate"] = time.monotonic() - started
+    tracker.metrics({metric_key("seconds_write", t): s for t, s in write_seconds.items()})
+    tracker.metrics({metric_key("rows", t): float(n) for t, n in result.rows.items()})
+
+    # The checks read the staged tables: cheaper than evaluating the lazy generated
+    # frames, which would run generation again.
+    started = time.monotonic()
+    report = evaluate(model, plan, real or {}, staging.read())
+    result.seconds["evaluate" if real is not None else "check"] = time.monotonic() - started
+    _integrity_gate(report)
+    if real is not None:
+        result.report = report
+        _log_report(report, tracker)
+        staging.save_report(report)
+
+    started = time.monotonic()
+    staging.publish()
+    result.seconds["publish"] = time.monotonic() - started
+
+
+def _log_report(report: dict[str, Any], tracker: RunTracker) -> None:
+    tracker.metrics(flatten_report(report))
+    tracker.json(report, "metrics.json")
+
+
 def _save_report(report: dict[str, Any], output_path: str) -> None:
     if "://" in output_path and not output_path.startswith("file:"):
         return
@@ -193,4 +252,4 @@ def _save_report(report: dict[str, Any], output_path: str) -> None:
     os.makedirs(local, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=local, delete=False, suffix=".tmp", encoding="utf-8") as handle:
         json.dump(report, handle, indent=1)
-    os.replace(handle.name, os.path.join(local, "_synthspark_report.json"))
+    os.replace(handle.name, os.path.join(local, REPORT_FILE))
