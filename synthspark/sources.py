@@ -100,13 +100,18 @@ def _read_csv(spark: SparkSession, spec: TableSpec, location: str) -> DataFrame:
     through double) and gives an empty file the declared types.
     """
     options = {**CSV_DEFAULTS, **spec.source.options}
-    declared = {name for name, column in spec.columns.items() if column.type is not None or column.format is not None}
-    if not declared or options.get("inferSchema", "true").lower() != "true":
+    typed = {name for name, column in spec.columns.items() if column.type is not None}
+    formatted = {name for name, column in spec.columns.items() if column.format is not None}
+    if not (typed | formatted) or options.get("inferSchema", "true").lower() != "true":
         return spark.read.options(**options).csv(location)
     inferred = spark.read.options(**options).csv(location).schema
+    # An integer column with a date format (20230105 for yyyyMMdd) keeps its type, so the output can too.
+    as_text = typed | {
+        field.name for field in inferred.fields if field.name in formatted and not isinstance(field.dataType, _INTEGRAL)
+    }
     schema = T.StructType(
         [
-            T.StructField(field.name, T.StringType() if field.name in declared else field.dataType, True)
+            T.StructField(field.name, T.StringType() if field.name in as_text else field.dataType, True)
             for field in inferred.fields
         ]
     )
