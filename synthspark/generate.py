@@ -393,7 +393,9 @@ def _encode(number: Column, alphabet: str, length: int) -> Column:
     size = len(alphabet)
     letters = F.array(*[F.lit(ch) for ch in alphabet])
     digits = [
-        F.element_at(letters, (F.pmod(F.floor(number / F.lit(size**power)), F.lit(size)) + F.lit(1)).cast("int"))
+        # A row index is below 2**63, so digits of higher powers are always the first letter.
+        F.lit(alphabet[0]) if size**power >= 1 << 63
+        else F.element_at(letters, (F.pmod(F.floor(number / F.lit(size**power)), F.lit(size)) + F.lit(1)).cast("int"))
         for power in range(length - 1, -1, -1)
     ]
     return F.concat(*digits)
@@ -467,7 +469,7 @@ def _primary_key_expr(fitted: TableModel, column: ColumnModel, seed: int, table:
     if capacity is None:
         raise ValueError(f"cannot generate key column {table}.{column.name} from {dist['type']}")
     low, size = capacity
-    if single and 0 < rows <= size:
+    if single and 0 < rows <= size < 1 << 62:
         # Spread over the whole format: keys look like the source's (3- and 4-digit ids alike)
         # and do not simply repeat the source's first values. floor((2i + 1) * size / 2 rows)
         # grows by at least 1 from one row to the next, so keys stay unique.
@@ -480,6 +482,9 @@ def _primary_key_expr(fitted: TableModel, column: ColumnModel, seed: int, table:
     alphabet = dist["alphabet"]
     length = max(dist["length"], 1)
     overflow_length = max(length, math.ceil(62 / math.log2(len(alphabet))))
+    if size >= 1 << 62:
+        # Every row index fits in the source's code length.
+        return _encode(number, alphabet, length)
     return F.when(number < F.lit(size), _encode(number, alphabet, length)).otherwise(
         _encode(number, alphabet, overflow_length)
     )
