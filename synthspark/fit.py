@@ -386,6 +386,7 @@ class _TableFitter:
 
         fitted = _FittedStats(rows, non_null, ranges, trues, frequencies, discrete, quantiles)
         models = [self._fit_column(column, fitted) for column in columns]
+        _warn_uninformative(self.table, models, rows)
         return TableModel(
             name=self.table,
             rows=rows,
@@ -548,6 +549,33 @@ class _TableFitter:
         raise SourceDataError(
             f"key column {self.table}.{column} has type {data_type.simpleString()}; keys must be integers, "
             f"strings, numbers, dates or timestamps"
+        )
+
+
+def _is_constant(column: ColumnModel) -> bool:
+    dist = column.distribution
+    if column.null_fraction > 0:
+        return False
+    if dist["type"] == "boolean":
+        return dist["true_fraction"] in (0.0, 1.0)
+    if dist["type"] in ("categorical", "discrete"):
+        return len(dist["values"]) == 1 and dist.get("kept_fraction", 1.0) == 1.0
+    if dist["type"] == "quantiles":
+        return dist["min"] == dist["max"]
+    return False
+
+
+def _warn_uninformative(table: str, models: list[ColumnModel], rows: int) -> None:
+    """Log one warning naming the all-null and constant columns, which are generated as they are."""
+    if rows == 0:
+        return
+    all_null = [m.name for m in models if m.role == "value" and m.distribution["type"] == "all_null"]
+    constant = [m.name for m in models if m.role == "value" and _is_constant(m)]
+    if all_null or constant:
+        logger.warning(
+            "table %s: all-null column(s) %s and constant column(s) %s carry no information; they are "
+            "generated all null and constant, in their source types",
+            table, all_null or "none", constant or "none",
         )
 
 
