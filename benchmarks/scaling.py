@@ -12,6 +12,7 @@ Run: .venv/bin/python benchmarks/scaling.py --sizes 1 10 100
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import logging
 import os
@@ -108,6 +109,29 @@ def worker_main(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- orchestration
 
 
+def collect_results(args: argparse.Namespace) -> dict[str, Any]:
+    """Rebuild the measurements from the step result files of an earlier, possibly stopped, run.
+
+    A step without a result file is reported as not run, or as stopped when its log exists.
+    """
+    logs = args.scratch / "logs"
+
+    def load(step: str, size: float) -> dict[str, Any] | None:
+        result_file = logs / f"{step}-x{size:g}.json"
+        if result_file.exists():
+            return json.loads(result_file.read_text(encoding="utf-8"))
+        if (logs / f"{step}-x{size:g}.log").exists():
+            return {"status": "stopped"}
+        return None
+
+    measured: dict[str, Any] = {"fit-real": load("fit-real", 1) or {"status": "skipped"}, "sizes": {}}
+    for size in args.sizes:
+        entry = {step: result for step in ("generate", "fit") if (result := load(step, size)) is not None}
+        if entry:
+            measured["sizes"][size] = entry
+    return measured
+
+
 def run_worker(step: str, size: float, args: argparse.Namespace) -> dict[str, Any]:
     """Run one step in a fresh process with a time limit; a timeout kills its process group (the JVM too)."""
     logs = args.scratch / "logs"
@@ -165,6 +189,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 def _step_cells(result: dict[str, Any] | None, rows: int) -> list[str]:
     if result is None:
         return ["not run", "", "", "", ""]
+    if result["status"] == "stopped":
+        return ["stopped by hand before it finished", "", "", "", ""]
     if result["status"] == "timeout":
         return [f"timed out after {result['seconds'] / 60:.0f} min", "", "", "", ""]
     if result["status"] != "ok":
@@ -187,7 +213,7 @@ def render(measured: dict[str, Any], machine: dict[str, str], args: argparse.Nam
         real_rows = sum(real["rows"].values())
         rows.append(["real berka (CSV)", f"{real_rows:,}", "", "", "", "", "", *_step_cells(real, real_rows)])
     for size, entry in measured["sizes"].items():
-        generated = entry["generate"]
+        generated = entry.get("generate", {"status": "error", "error": "no result"})
         size_rows = sum(generated["rows"].values()) if generated["status"] == "ok" else 0
         rows.append([
             f"{size:g}x", f"{size_rows:,}" if size_rows else "",
@@ -195,6 +221,15 @@ def render(measured: dict[str, Any], machine: dict[str, str], args: argparse.Nam
         ])
     not_run = [size for size in args.sizes if size not in measured["sizes"]]
     notes = []
+    if args.from_results:
+        logs = sorted((args.scratch / "logs").glob("*.log"), key=lambda path: path.stat().st_mtime)
+        if logs:
+            first = dt.datetime.fromtimestamp(logs[0].stat().st_mtime, dt.timezone.utc).strftime("%H:%M")
+            last = dt.datetime.fromtimestamp(logs[-1].stat().st_mtime, dt.timezone.utc).strftime("%H:%M")
+            notes.append(
+                f"This table was assembled from the step results of an earlier run, whose steps ended between {first} "
+                f"and {last} UTC. The date and load average above are those of the assembly."
+            )
     if args.model is not None:
         notes.append(f"The model fitted on the real tables was loaded from `{args.model}`, so its fit is not in the table.")
     if not_run:
@@ -216,7 +251,7 @@ def render(measured: dict[str, Any], machine: dict[str, str], args: argparse.Nam
             rows,
         ),
         "",
-        *notes,
+        "\n\n".join(notes),
     ])
 
 
@@ -230,6 +265,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout-minutes", type=float, default=30.0, help="limit per step, in minutes")
     parser.add_argument("--datasets-dir", type=Path, default=_common.DATASETS, help="folder that contains berka/")
     parser.add_argument("--scratch", type=Path, default=_common.SCRATCH / "scaling", help="output folder, emptied first")
+    parser.add_argument(
+        "--from-results", action="store_true",
+        help="report the step results already in --scratch (of a stopped run) instead of running anything",
+    )
     parser.add_argument("--no-report", action="store_true", help="do not update docs/benchmarks.md")
     parser.add_argument("--log-level", default="INFO")
     _common.add_spark_arguments(parser)
@@ -248,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         return worker_main(args)
     code = _common.use_code(args.code)
     machine = _common.machine_description(code)
-    measured = measure(args)
+    measured = collect_results(args) if args.from_results else measure(args)
     (args.scratch / "results.json").write_text(json.dumps(measured, indent=1, default=str), encoding="utf-8")
     section = render(measured, machine, args)
     print(section)

@@ -275,13 +275,34 @@ def run_dataset(dataset: str, args: argparse.Namespace) -> dict[str, Any]:
     for system in args.systems:
         if system == "hma" and tables is None:
             continue
+        hma_failed = entry["systems"].get("hma", {}).get("status") == "error"
+        if system == "synthspark" and hma_failed and not args.synthspark_when_hma_rejects:
+            # Nothing to compare with; synthspark's own time on the dataset is not what this measures.
+            continue
         folder = args.scratch / dataset / system
         entry["systems"][system] = run_worker(system, dataset, run_tables, folder, args)
         if entry["systems"][system]["status"] == "ok":
             outputs[system] = folder
-    if args.quality and tables is not None and outputs:
-        entry["quality"] = evaluate_quality(dataset, real_meta, outputs, args)
+    wants_quality = args.quality is not None and (not args.quality or dataset in args.quality)
+    if wants_quality and tables is not None and outputs:
+        entry["quality"] = cached_quality(dataset, real_meta, outputs, args)
     return entry
+
+
+def cached_quality(
+    dataset: str, meta: dict[str, Any], outputs: dict[str, Path], args: argparse.Namespace
+) -> dict[str, dict[str, Any]]:
+    """Return the quality scores, from an earlier run with ``--reuse`` when it scored the same outputs."""
+    cache = args.scratch / dataset / "quality.json"
+    key = {"outputs": sorted(outputs), "baselines": args.baselines}
+    if args.reuse and cache.exists():
+        cached = json.loads(cache.read_text(encoding="utf-8"))
+        if cached.get("key") == key:
+            logger.info("quality on %s: reusing %s", dataset, cache)
+            return cached["scores"]
+    scores = evaluate_quality(dataset, meta, outputs, args)
+    _write_result(cache, {"key": key, "scores": scores})
+    return scores
 
 
 # ---------------------------------------------------------------- report
@@ -299,7 +320,7 @@ def timing_rows(entries: list[dict[str, Any]]) -> list[list[object]]:
             rows_out = sum(result.get("rows", {}).values()) if result.get("rows") else None
             status = result["status"]
             if status == "error":
-                status = "error: " + result["error"].splitlines()[0][:200]
+                status = "error: " + " ".join(result["error"].split())[:300]
             elif status == "timeout":
                 status = f"timed out after {result['wall_s'] / 60:.0f} min" + (" (in sampling)" if "fit_s" in result else "")
             fit, sample = result.get("fit_s"), result.get("sample_s")
@@ -374,9 +395,9 @@ def render(entries: list[dict[str, Any]], machine: dict[str, str], args: argpars
         parts.append("### Fidelity (sdmetrics multi-table QualityReport, 0 to 1, higher is closer to the real data)\n")
         parts.append(_common.markdown_table(["dataset", "output", "overall", *[p.lower() for p in QUALITY_PROPERTIES]], quality) + "\n")
         parts.append(
-            "References: *independent columns* is the real data with every non-key column shuffled on its own "
-            "(real marginals and cardinalities, no correlation); *real half vs real half* splits the real data "
-            "into two random halves, whole families together, and scores one against the other.\n"
+            "References: *independent columns* is the real data with every non-key column shuffled on its own, "
+            "so it keeps the real marginals and cardinalities and no correlation. *real half vs real half* splits "
+            "the real data into two random halves, whole families together, and scores one against the other.\n"
         )
     return "\n".join(parts)
 
@@ -389,11 +410,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--datasets", nargs="+", default=DEFAULT_DATASETS, help="names of dataset folders in the shared datasets folder")
     parser.add_argument("--systems", nargs="+", choices=["hma", "synthspark"], default=["hma", "synthspark"])
     parser.add_argument("--timeout-minutes", type=float, default=25.0, help="limit per system and dataset, in minutes")
-    parser.add_argument("--quality", action="store_true", help="score the outputs with sdmetrics' QualityReport")
+    parser.add_argument(
+        "--quality", nargs="*", metavar="DATASET",
+        help="score the outputs with sdmetrics' QualityReport, on the named datasets or, without names, on all",
+    )
     parser.add_argument("--baselines", action="store_true", help="with --quality, also score the two references")
     parser.add_argument(
         "--synthspark-when-hma-rejects", action="store_true",
-        help="run synthspark on the whole dataset even when HMA accepts none of its schemas",
+        help="run synthspark even when HMA rejects every schema of the dataset or fails on its data",
     )
     parser.add_argument("--scratch", type=Path, default=_common.SCRATCH / "vs_hma", help="folder for outputs (outside the repo)")
     parser.add_argument("--reuse", action="store_true", help="reuse each system's result from an earlier run in --scratch")
