@@ -1,11 +1,9 @@
-"""Evaluate: key integrity, cardinality and column shapes, computed with Spark aggregations.
+"""Evaluate: key integrity, cardinality and SDMetrics' quality properties, computed with Spark aggregations.
 
-Scores follow SDMetrics' definitions: 1 - KS statistic for numeric and datetime
-columns and for children-per-parent counts, 1 - total variation distance for
-categorical and boolean columns. The KS statistic is taken over the grid of real
-quantiles (or discrete values) stored in the fitted model, so only per-bin counts
-reach the driver. Between two of the default 1,000 quantiles the real CDF moves by
-about 0.001, which bounds how far the grid can miss the real side's jumps.
+Cardinality is SDMetrics' CardinalityShapeSimilarity: 1 - KS statistic between the real
+and synthetic children per parent, zeros included. Column shapes, column pair trends and
+inter-table trends are computed in :mod:`synthspark.quality` with SDMetrics' definitions.
+Only aggregates reach the driver: one row per column, pair, side or children count.
 """
 
 from __future__ import annotations
@@ -16,19 +14,28 @@ from functools import reduce
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.functions import pandas_udf
 
-from synthspark.fit import _as_number
-from synthspark.model import ColumnModel, FittedModel, RelationshipModel
-from synthspark.plan import Plan
+from synthspark.model import FittedModel, RelationshipModel, TableModel
+from synthspark.plan import Plan, Relationship
+from synthspark.quality import (
+    ASSOCIATION_THRESHOLD,
+    CORRELATION_THRESHOLD,
+    DISCRETE_BINS,
+    MAX_COLUMN_PAIRS,
+    column_shapes,
+    inter_table_trends,
+    mean_score,
+    score_columns,
+    table_pairs,
+    value_columns,
+)
 from synthspark.sampling import qcol
 
 logger = logging.getLogger(__name__)
 
-_NUMERIC_DISTRIBUTIONS = ("quantiles", "discrete")
+__all__ = ["column_shapes", "evaluate", "ks_from_histograms", "primary_key_uniqueness", "relationship_counts"]
 
 
 def _all_present(columns: list[str]) -> Column:
@@ -104,94 +111,6 @@ def relationship_counts(
     return histogram, orphans, present
 
 
-def _bin_udf(grid: np.ndarray) -> Any:
-    @pandas_udf("int")  # type: ignore[call-overload]
-    def _bin(values: pd.Series) -> pd.Series:
-        array = values.to_numpy(dtype="float64", na_value=np.nan)
-        bins = np.searchsorted(grid, array, side="left").astype("int32")
-        bins[np.isnan(array)] = -1
-        return pd.Series(bins)
-
-    return _bin
-
-
-def _stacked_counts(
-    frame: DataFrame, numeric: list[ColumnModel], grids: dict[str, np.ndarray], categorical: list[ColumnModel]
-) -> tuple[dict[str, np.ndarray], dict[str, dict[Any, float]]]:
-    """Count numeric values per grid bin and categorical values per category, all columns in one job.
-
-    Bin ``j`` of a numeric column contains values in (grid[j-1], grid[j]]; nulls are left out.
-    For categorical columns null is a category of its own.
-    """
-    types = {field.name: field.dataType for field in frame.schema.fields}
-    entries = [
-        F.struct(
-            F.lit(i).alias("i"),
-            _bin_udf(grids[c.name])(_as_number(c.name, types[c.name])).alias("b"),
-            F.lit(None).cast("string").alias("v"),
-        )
-        for i, c in enumerate(numeric)
-    ]
-    entries += [
-        F.struct(F.lit(len(numeric) + i).alias("i"), F.lit(0).alias("b"), qcol(c.name).cast("string").alias("v"))
-        for i, c in enumerate(categorical)
-    ]
-    rows = (
-        frame.select(F.explode(F.array(*entries)).alias("s"))
-        .select("s.i", "s.b", "s.v")
-        .where(F.col("b") >= 0)
-        .groupBy("i", "b", "v")
-        .count()
-        .collect()
-    )
-    bins = {c.name: np.zeros(len(grids[c.name]) + 1, dtype="float64") for c in numeric}
-    categories: dict[str, dict[Any, float]] = {c.name: {} for c in categorical}
-    for row in rows:
-        index = int(row["i"])
-        if index < len(numeric):
-            bins[numeric[index].name][int(row["b"])] += float(row["count"])
-        else:
-            categories[categorical[index - len(numeric)].name][row["v"]] = float(row["count"])
-    shares = {}
-    for name, counts in categories.items():
-        total = sum(counts.values())
-        shares[name] = {k: v / total for k, v in counts.items()} if total else {}
-    return bins, shares
-
-
-def _grid(column: ColumnModel) -> np.ndarray:
-    """Return the KS grid of a column: its fitted quantiles or discrete values (real data, already aggregated)."""
-    dist = column.distribution
-    return np.unique(np.asarray(dist["values"], dtype="float64"))
-
-
-def column_shapes(real: DataFrame, synthetic: DataFrame, columns: list[ColumnModel]) -> dict[str, dict[str, Any]]:
-    """Score each value column: 1 - KS for numeric and datetime, 1 - TV distance for categorical and boolean.
-
-    Key, text, id and all-null columns are skipped, as SDMetrics skips them.
-    """
-    numeric = [c for c in columns if c.distribution["type"] in _NUMERIC_DISTRIBUTIONS]
-    categorical = [c for c in columns if c.distribution["type"] in ("categorical", "boolean")]
-    if not numeric and not categorical:
-        return {}
-    grids = {c.name: _grid(c) for c in numeric}
-    real_bins, real_shares = _stacked_counts(real, numeric, grids, categorical)
-    synthetic_bins, synthetic_shares = _stacked_counts(synthetic, numeric, grids, categorical)
-    scores: dict[str, dict[str, Any]] = {}
-    for column in numeric:
-        a, b = real_bins[column.name], synthetic_bins[column.name]
-        if a.sum() == 0 or b.sum() == 0:
-            continue
-        statistic = np.max(np.abs(np.cumsum(a) / a.sum() - np.cumsum(b) / b.sum()))
-        scores[column.name] = {"metric": "ks_complement", "score": float(1 - statistic)}
-    for column in categorical:
-        first, second = real_shares[column.name], synthetic_shares[column.name]
-        keys = set(first) | set(second)
-        distance = 0.5 * sum(abs(first.get(k, 0.0) - second.get(k, 0.0)) for k in keys)
-        scores[column.name] = {"metric": "tv_complement", "score": float(1 - min(distance, 1.0))}
-    return {c.name: scores[c.name] for c in columns if c.name in scores}
-
-
 def _relationship_scores(rel: RelationshipModel, synthetic: dict[str, DataFrame]) -> dict[str, Any]:
     # The real histogram is the fitted one: the same source rows, after orphan policies.
     real_histogram = {float(v): float(p) for v, p in zip(rel.count_values, rel.count_parents)}
@@ -218,59 +137,156 @@ def _relationship_scores(rel: RelationshipModel, synthetic: dict[str, DataFrame]
     }
 
 
+def _table_quality(real: DataFrame, synthetic: DataFrame, fitted: TableModel, max_pairs: int) -> dict[str, Any]:
+    """Return a table's column shapes and column pair trends, with their means."""
+    values = value_columns(fitted.columns)
+    shapes, trends = score_columns(real, synthetic, values, table_pairs(len(values)), max_pairs=max_pairs)
+    scores = [v["score"] for v in shapes.values()]
+    return {
+        "column_shapes": shapes,
+        "column_shapes_mean": float(np.mean(scores)) if scores else None,
+        "column_pair_trends": trends["pairs"],
+        "column_pair_trends_mean": trends["mean"],
+        "column_pair_trends_thresholded_mean": trends["thresholded_mean"],
+        "column_pairs_skipped": trends["skipped"],
+    }
+
+
+def _inter_table_quality(
+    rel: Relationship, model: FittedModel, real: dict[str, DataFrame], synthetic: dict[str, DataFrame], max_pairs: int
+) -> dict[str, Any]:
+    """Return the parent x child column pair trends of one relationship, with their means."""
+    trends = inter_table_trends(
+        (real[rel.parent], real[rel.child]),
+        (synthetic[rel.parent], synthetic[rel.child]),
+        (rel.parent_columns, rel.columns),
+        (model.tables[rel.parent].columns, model.tables[rel.child].columns),
+        max_pairs,
+    )
+    return {
+        "inter_table_trends": trends["pairs"],
+        "inter_table_trends_mean": trends["mean"],
+        "inter_table_trends_thresholded_mean": trends["thresholded_mean"],
+        "inter_table_pairs_skipped": trends["skipped"],
+    }
+
+
+def _nanmean(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return float(np.mean(present)) if present else None
+
+
+def _overall(report: dict[str, Any], scored: bool) -> dict[str, Any]:
+    """Combine the per-table and per-relationship scores as SDMetrics' multi-table QualityReport does.
+
+    Shapes and pair trends are averaged over all columns or pairs (not per table),
+    cardinality over relationships, and the quality score over the four properties.
+    """
+    tables = report["tables"].values()
+    relationships = report["relationships"].values()
+    key_scores = [t["primary_key"]["score"] for t in tables if "primary_key" in t]
+    fk_scores = [r["foreign_key_validity"] for r in relationships]
+    cardinality = [r["cardinality_similarity"] for r in relationships]
+    shapes = [v["score"] for t in tables for v in t["column_shapes"].values()]
+    pairs = [p for t in tables for p in t.get("column_pair_trends", [])]
+    cross = [p for r in relationships for p in r.get("inter_table_trends", [])]
+    overall: dict[str, Any] = {
+        "primary_key_uniqueness": min(key_scores) if key_scores else 1.0,
+        "foreign_key_validity": min(fk_scores) if fk_scores else 1.0,
+        "cardinality_similarity": float(np.mean(cardinality)) if cardinality else None,
+        "column_shapes": float(np.mean(shapes)) if shapes else None,
+        "column_pair_trends": mean_score(pairs),
+        "column_pair_trends_thresholded": mean_score(pairs, thresholded=True),
+        "inter_table_trends": mean_score(cross),
+        "inter_table_trends_thresholded": mean_score(cross, thresholded=True),
+        "quality_score": None,
+        "quality_score_all_pairs": None,
+    }
+    if scored:
+        # SDMetrics 0.32's QualityReport score: the mean of its four properties, pair trends thresholded.
+        overall["quality_score"] = _nanmean([
+            overall["column_shapes"], overall["column_pair_trends_thresholded"],
+            overall["cardinality_similarity"], overall["inter_table_trends_thresholded"],
+        ])
+        overall["quality_score_all_pairs"] = _nanmean([
+            overall["column_shapes"], overall["column_pair_trends"],
+            overall["cardinality_similarity"], overall["inter_table_trends"],
+        ])
+    return overall
+
+
 def evaluate(
     model: FittedModel,
     plan: Plan,
     real: dict[str, DataFrame],
     synthetic: dict[str, DataFrame],
+    *,
+    max_column_pairs: int = MAX_COLUMN_PAIRS,
 ) -> dict[str, Any]:
     """Score the synthetic tables against the real ones; return a JSON-ready report.
 
     ``real`` contains the source tables after orphan policies, the data the model
-    was fitted on.
+    was fitted on. Without it (an empty dict) only keys and cardinality are checked.
+    ``max_column_pairs`` caps the pairs scored per table and per relationship; the
+    report counts the pairs left out.
     """
-    report: dict[str, Any] = {"tables": {}, "relationships": {}, "overall": {}}
-    shape_scores: list[float] = []
+    report: dict[str, Any] = {
+        "tables": {},
+        "relationships": {},
+        "overall": {},
+        "settings": {
+            "correlation_threshold": CORRELATION_THRESHOLD,
+            "association_threshold": ASSOCIATION_THRESHOLD,
+            "discrete_bins": DISCRETE_BINS,
+            "max_column_pairs": max_column_pairs,
+        },
+    }
     for table in plan.order:
         started = time.monotonic()
         fitted = model.tables[table]
         frame = synthetic[table]
-        entry: dict[str, Any] = {"real_rows": fitted.rows, "column_shapes": {}}
+        entry: dict[str, Any] = {"real_rows": fitted.rows, "column_shapes": {}, "column_shapes_mean": None}
         if fitted.primary_key:
             entry["primary_key"] = primary_key_uniqueness(frame, fitted.primary_key)
             entry["rows"] = entry["primary_key"]["rows"]
         else:
             entry["rows"] = frame.count()
         if table in real:
-            entry["column_shapes"] = column_shapes(real[table], frame, fitted.columns)
-            shape_scores.extend(v["score"] for v in entry["column_shapes"].values())
-        scores = [v["score"] for v in entry["column_shapes"].values()]
-        entry["column_shapes_mean"] = float(np.mean(scores)) if scores else None
-        report["tables"][table] = entry
-        if table in real:
+            entry.update(_table_quality(real[table], frame, fitted, max_column_pairs))
+            _warn_skipped(table, entry["column_pairs_skipped"], max_column_pairs)
             logger.info(
-                "evaluate %s: %d rows, column shapes %.3f, %.1f s",
-                table, entry["rows"], entry["column_shapes_mean"] or 0.0, time.monotonic() - started,
+                "evaluate %s: %d rows, column shapes %s, column pair trends %s, %.1f s",
+                table, entry["rows"], _format(entry["column_shapes_mean"]),
+                _format(entry["column_pair_trends_mean"]), time.monotonic() - started,
             )
         else:
             logger.info(
                 "integrity check %s: %d rows, keys checked, %.1f s", table, entry["rows"], time.monotonic() - started
             )
+        report["tables"][table] = entry
     for rel in plan.relationships:
         started = time.monotonic()
         scores = _relationship_scores(model.relationships[rel.name], synthetic)
+        if rel.parent in real and rel.child in real:
+            scores.update(_inter_table_quality(rel, model, real, synthetic, max_column_pairs))
+            _warn_skipped(rel.describe(), scores["inter_table_pairs_skipped"], max_column_pairs)
         report["relationships"][rel.name] = {"relationship": rel.describe(), **scores}
         logger.info(
-            "evaluate %s: %d orphan keys, cardinality %.3f, %.1f s",
-            rel.describe(), scores["orphan_rows"], scores["cardinality_similarity"], time.monotonic() - started,
+            "evaluate %s: %d orphan keys, cardinality %.3f, inter-table trends %s, %.1f s",
+            rel.describe(), scores["orphan_rows"], scores["cardinality_similarity"],
+            _format(scores.get("inter_table_trends_mean")), time.monotonic() - started,
         )
-    key_scores = [t["primary_key"]["score"] for t in report["tables"].values() if "primary_key" in t]
-    fk_scores = [r["foreign_key_validity"] for r in report["relationships"].values()]
-    cardinality = [r["cardinality_similarity"] for r in report["relationships"].values()]
-    report["overall"] = {
-        "primary_key_uniqueness": min(key_scores) if key_scores else 1.0,
-        "foreign_key_validity": min(fk_scores) if fk_scores else 1.0,
-        "cardinality_similarity": float(np.mean(cardinality)) if cardinality else None,
-        "column_shapes": float(np.mean(shape_scores)) if shape_scores else None,
-    }
+    report["overall"] = _overall(report, scored=bool(real))
     return report
+
+
+def _format(score: float | None) -> str:
+    return "n/a" if score is None else f"{score:.3f}"
+
+
+def _warn_skipped(where: str, skipped: int, max_pairs: int) -> None:
+    if skipped:
+        logger.warning(
+            "%s: scored the first %d column pairs and skipped %d; raise evaluate()'s max_column_pairs to score them",
+            where, max_pairs, skipped,
+        )

@@ -44,6 +44,9 @@ def flatten_report(report: dict[str, Any]) -> dict[str, float]:
         put(metric_key("rows", table), entry.get("rows"))
         put(metric_key("real_rows", table), entry.get("real_rows"))
         put(metric_key("column_shapes", table), entry.get("column_shapes_mean"))
+        put(metric_key("column_pair_trends", table), entry.get("column_pair_trends_mean"))
+        put(metric_key("column_pair_trends_thresholded", table), entry.get("column_pair_trends_thresholded_mean"))
+        put(metric_key("column_pairs_skipped", table), entry.get("column_pairs_skipped"))
         for column, shape in entry.get("column_shapes", {}).items():
             put(metric_key("column_shape", table, column), shape["score"])
         key = entry.get("primary_key")
@@ -54,6 +57,9 @@ def flatten_report(report: dict[str, Any]) -> dict[str, float]:
         put(metric_key("foreign_key_validity", name), entry["foreign_key_validity"])
         put(metric_key("orphan_rows_generated", name), entry["orphan_rows"])
         put(metric_key("cardinality", name), entry["cardinality_similarity"])
+        put(metric_key("inter_table_trends", name), entry.get("inter_table_trends_mean"))
+        put(metric_key("inter_table_trends_thresholded", name), entry.get("inter_table_trends_thresholded_mean"))
+        put(metric_key("inter_table_pairs_skipped", name), entry.get("inter_table_pairs_skipped"))
         for side in ("real", "synthetic"):
             for stat, value in entry[f"children_{side}"].items():
                 put(metric_key(f"children_{side}", name, stat), value)
