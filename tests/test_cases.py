@@ -26,6 +26,8 @@ from synthspark.output import read_tables
 from synthspark.pipeline import run_pipeline
 from tests.cases import CASES, case_config
 
+pytestmark = pytest.mark.skipif(not CASES.is_dir(), reason="../shared/cases is not present")
+
 
 def run_case(
     spark: SparkSession,
