@@ -97,6 +97,29 @@ class ColumnSpec(_Strict):
             parse_type(value)
         return value
 
+    @field_validator("on_invalid", mode="before")
+    @classmethod
+    def _yaml_null(cls, value: Any) -> Any:
+        # YAML reads an unquoted null as None; "on_invalid: null" means the policy named null.
+        return "null" if value is None else value
+
+    @model_validator(mode="after")
+    def _kind_matches_type(self) -> ColumnSpec:
+        if self.type is not None:
+            name = parse_type(self.type).typeName()
+            allowed = _TYPES_OF_KIND.get(self.kind)
+            if allowed is not None and name not in allowed:
+                raise ValueError(
+                    f"kind '{self.kind.value}' cannot have type '{self.type}'; use one of {sorted(allowed)} "
+                    f"or another kind"
+                )
+        if self.kind == ColumnKind.ID and self.format is not None and parse_key_format(self.format) is None:
+            raise ValueError(
+                f"key format '{self.format}' is invalid; write it as PREFIX[0-9]{{n}} or PREFIX[0-9]{{m,n}}, "
+                f"such as ACC-[0-9]{{6}}"
+            )
+        return self
+
 
 _SIMPLE_TYPES = {
     "tinyint": "ByteType", "byte": "ByteType",
@@ -148,6 +171,20 @@ def parse_key_format(text: str) -> tuple[str, int, int] | None:
     if not 1 <= low <= high <= 18:
         return None
     return match.group(1), low, high
+
+
+_NUMBER_TYPES = {"byte", "short", "integer", "long", "float", "double", "decimal"}
+# Spark types a declared kind accepts; kinds not listed accept any flat type.
+_TYPES_OF_KIND = {
+    ColumnKind.NUMERICAL: _NUMBER_TYPES,
+    ColumnKind.BOOLEAN: {"boolean"},
+    ColumnKind.DATETIME: {"date", "timestamp", "timestamp_ntz", "byte", "short", "integer", "long", "string"},
+    ColumnKind.NAME: {"string"},
+    ColumnKind.EMAIL: {"string"},
+    ColumnKind.PHONE: {"string"},
+    ColumnKind.ADDRESS: {"string"},
+    ColumnKind.TEXT: {"string"},
+}
 
 
 class SourceSpec(_Strict):

@@ -215,6 +215,15 @@ def _overall(report: dict[str, Any], scored: bool) -> dict[str, Any]:
     return overall
 
 
+def _as_modelled(fitted: TableModel, frame: DataFrame) -> DataFrame:
+    """Convert columns written in their source's form (dates as 20230105) back to the modelled type."""
+    for column in fitted.columns:
+        if column.stored_as is not None and column.name in frame.columns:
+            text = F.col(f"`{column.name}`").cast("string")
+            frame = frame.withColumn(column.name, F.to_date(text, column.stored_as["format"]))
+    return frame
+
+
 def evaluate(
     model: FittedModel,
     plan: Plan,
@@ -241,6 +250,7 @@ def evaluate(
             "max_column_pairs": max_column_pairs,
         },
     }
+    synthetic = {name: _as_modelled(model.tables[name], frame) for name, frame in synthetic.items()}
     for table in plan.order:
         started = time.monotonic()
         fitted = model.tables[table]

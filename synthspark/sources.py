@@ -191,7 +191,7 @@ def _checked(table: str, column: str, spec: ColumnSpec, frame: DataFrame, parsed
     expected = spec.format or spec.type
     bad = frame.where(qcol(column).isNotNull() & parsed.isNull())
     # Bounded: at most 5 example values reach the driver.
-    examples = [str(row[0]) for row in bad.select(column).limit(5).collect()]
+    examples = [str(row[0]) for row in bad.select(column).distinct().orderBy(column).limit(5).collect()]
     if examples:
         count = bad.count()
         if spec.on_invalid == "error":

@@ -150,3 +150,24 @@ def test_cli_reports_bad_config_without_writing(tmp_path: Path, caplog: pytest.L
 def test_missing_config_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_column_declarations_are_checked_before_spark(tmp_path: Path) -> None:
+    data = bank_config(tmp_path, tmp_path / "out")
+    columns = data["tables"]["customer"]["columns"]
+    columns["customer_id"] = {"kind": "id", "format": "C-[A-Z]{3}"}
+    with pytest.raises(ConfigError, match=r"key format 'C-\[A-Z\]\{3\}' is invalid"):
+        parse_config(data)
+    columns["customer_id"] = "id"
+    columns["extra"] = {"kind": "numerical", "type": "string"}
+    with pytest.raises(ConfigError, match="kind 'numerical' cannot have type 'string'"):
+        parse_config(data)
+
+
+def test_on_invalid_null_reads_from_unquoted_yaml(tmp_path: Path) -> None:
+    import yaml
+
+    spec = yaml.safe_load("{kind: datetime, format: yyyy-MM-dd, on_invalid: null}")
+    data = bank_config(tmp_path, tmp_path / "out")
+    data["tables"]["customer"]["columns"]["since"] = spec
+    assert parse_config(data).tables["customer"].columns["since"].on_invalid == "null"
