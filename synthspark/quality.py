@@ -172,7 +172,15 @@ def _side_statistics(
     for j in binned:
         aggregates += [F.min(_slot(j)).alias(f"lo_{j}"), F.max(_slot(j)).alias(f"hi_{j}")]
     aggregates += [F.corr(_slot(a), _slot(b)).alias(f"r_{a}_{b}") for a, b in correlated]
-    rows = union.groupBy(_SIDE).agg(*aggregates).collect()
+    # Pearson r of a constant column divides by zero, an error under ANSI mode (Spark 4's
+    # default); without ANSI it is NaN, which the scoring treats as undefined.
+    session = union.sparkSession
+    ansi = session.conf.get("spark.sql.ansi.enabled")
+    session.conf.set("spark.sql.ansi.enabled", "false")
+    try:
+        rows = union.groupBy(_SIDE).agg(*aggregates).collect()
+    finally:
+        session.conf.set("spark.sql.ansi.enabled", ansi)
     found = {int(row[_SIDE]): row.asDict() for row in rows}
     empty: dict[str, Any] = {"rows": 0}
     return {side: found.get(side, empty) for side in (_REAL, _SYNTHETIC)}
