@@ -553,8 +553,8 @@ def generate(
 
     Tables with personal-data columns (names, e-mails, phones, addresses, free
     text) are checked against their source, so that no source value of such a
-    column appears in the output: ``sources`` passes frames already read (all
-    rows, before orphan rows are dropped), and missing ones are read from the
+    column appears in the output. ``sources`` passes frames already read (all
+    rows, before orphan rows are dropped). Missing ones are read from the
     config's source locations.
     """
     config = config or parse_config(model.config, origin="fitted model")

@@ -172,8 +172,8 @@ def _side_statistics(
     for j in binned:
         aggregates += [F.min(_slot(j)).alias(f"lo_{j}"), F.max(_slot(j)).alias(f"hi_{j}")]
     aggregates += [F.corr(_slot(a), _slot(b)).alias(f"r_{a}_{b}") for a, b in correlated]
-    # Pearson r of a constant column divides by zero, an error under ANSI mode (Spark 4's
-    # default); without ANSI it is NaN, which the scoring treats as undefined.
+    # Pearson r of a constant column divides by zero, which raises under ANSI mode (Spark 4's
+    # default). Without ANSI it is NaN, and the scoring treats NaN as undefined.
     session = union.sparkSession
     ansi = session.conf.get("spark.sql.ansi.enabled")
     session.conf.set("spark.sql.ansi.enabled", "false")

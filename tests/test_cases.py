@@ -1,7 +1,7 @@
 """The failure cases of ../shared/cases, each run through the whole pipeline and checked against its expected.md.
 
-To keep the suite short, most cases run once at scale 10 (seed 1), which exercises
-the same code as scale 1 with more rows; the test checks the case's MUST items and
+To keep the suite short, most cases run once at scale 10 (seed 1). That run exercises
+the same code as scale 1 with more rows. The test checks the case's MUST items and
 the SHOULD items that synthspark meets by design on that run. Cases whose MUST
 items name scale 1 (formats, copies, time zones) also run at scale 1.
 """
@@ -116,8 +116,10 @@ def test_02_two_foreign_keys_to_the_same_parent(spark: SparkSession, tmp_path: P
     assert same <= 0.25
     assert type_of(transfer, "amount") == "decimal(12,2)"
     bounds = transfer.agg(F.min("amount"), F.max("amount"), F.min("transfer_ts"), F.max("transfer_ts")).first()
-    assert float(bounds[0]) >= 12.0 and float(bounds[1]) <= 2500.0
-    assert str(bounds[2]) >= "2024-01-03 09:12:00" and str(bounds[3]) <= "2024-01-30 09:50:00"
+    assert float(bounds[0]) >= 12.0
+    assert float(bounds[1]) <= 2500.0
+    assert str(bounds[2]) >= "2024-01-03 09:12:00"
+    assert str(bounds[3]) <= "2024-01-30 09:50:00"
 
 
 # --- 04 self-reference -----------------------------------------------------------------------------
@@ -177,7 +179,8 @@ def test_06_orphans_stop_the_run_by_default(spark: SparkSession, tmp_path: Path)
     message = str(error.value)
     assert "invoice.customer_id -> customer.customer_id" in message
     assert "4 row(s)" in message
-    assert "'C-0901'" in message and "'C-0902'" in message
+    assert "'C-0901'" in message
+    assert "'C-0902'" in message
     assert not output_exists(tmp_path)
 
 
@@ -217,8 +220,11 @@ def test_08_bad_dates_stop_the_run_by_default(spark: SparkSession, tmp_path: Pat
     with pytest.raises(SourceDataError) as error:
         run_case(spark, tmp_path, "08-datetime-mixed-tz-formats")
     message = str(error.value)
-    assert "user.birth_date" in message and "2 value(s)" in message and "yyyy-MM-dd" in message
-    assert "'07/03/1990'" in message and "'23/11/1985'" in message
+    assert "user.birth_date" in message
+    assert "2 value(s)" in message
+    assert "yyyy-MM-dd" in message
+    assert "'07/03/1990'" in message
+    assert "'23/11/1985'" in message
     assert not output_exists(tmp_path)
 
 
@@ -246,17 +252,23 @@ def test_08_datetimes_keep_their_instants(spark: SparkSession, tmp_path: Path) -
         spark.conf.set("spark.sql.session.timeZone", previous)
     assert micros[0] == micros[1], "the session time zone changed the generated instants"
 
-    assert type_of(user, "signup_ts") == "timestamp" and type_of(event, "event_ts") == "timestamp"
+    assert type_of(user, "signup_ts") == "timestamp"
+    assert type_of(event, "event_ts") == "timestamp"
     assert_references(event, ["user_id"], user, ["user_id"])
     lo, hi = user.agg(F.min(F.unix_seconds("signup_ts")), F.max(F.unix_seconds("signup_ts"))).first()
-    assert 1704443400 <= lo and hi <= 1719788700  # 2024-01-05T08:30Z .. 2024-06-30T23:05Z
+    # 2024-01-05T08:30Z .. 2024-06-30T23:05Z
+    assert lo >= 1704443400
+    assert hi <= 1719788700
     lo, hi = event.agg(F.min(F.unix_seconds("event_ts")), F.max(F.unix_seconds("event_ts"))).first()
-    assert 1720485360 <= lo and hi <= 1732233900  # 2024-07-09T00:36Z .. 2024-11-22T00:05Z
+    # 2024-07-09T00:36Z .. 2024-11-22T00:05Z
+    assert lo >= 1720485360
+    assert hi <= 1732233900
     assert type_of(user, "ref_date") in ("int", "bigint")
     parsed = user.select(F.col("ref_date"), F.to_date(F.col("ref_date").cast("string"), "yyyyMMdd").alias("d"))
     assert parsed.where("d IS NULL AND ref_date IS NOT NULL").count() == 0
     lo, hi = parsed.agg(F.min("d"), F.max("d")).first()
-    assert str(lo) >= "2023-01-05" and str(hi) <= "2023-12-30"
+    assert str(lo) >= "2023-01-05"
+    assert str(hi) <= "2023-12-30"
     assert user.select(F.to_date("signup_ts")).distinct().count() >= 5
 
 
@@ -332,7 +344,8 @@ def test_11_decimals_keep_precision_and_scale(spark: SparkSession, tmp_path: Pat
                 assert type_of(frame, column) == kind, f"{table}.{column}"
                 assert frame.where(F.col(column).isNull()).count() == 0, f"{table}.{column} has nulls (overflow?)"
                 lo, hi = frame.agg(F.min(column), F.max(column)).first()
-                assert Decimal(low) <= lo and hi <= Decimal(high), f"{table}.{column} out of range"
+                assert lo >= Decimal(low), f"{table}.{column} below its source minimum"
+                assert hi <= Decimal(high), f"{table}.{column} above its source maximum"
             assert_references(tables["payment"], ["loan_id"], tables["loan"], ["loan_id"])
     finally:
         spark.conf.set("spark.sql.ansi.enabled", previous)
@@ -367,7 +380,9 @@ def test_13_formatted_string_keys_and_capacity(spark: SparkSession, tmp_path: Pa
         run_case(spark, tmp_path / "big", "13-formatted-string-pk", scale=400, columns=KEY_FORMATS)
     assert time.monotonic() - started < 600
     message = str(error.value)
-    assert "statement.stmt_id" in message and "'ST-' + 3-4 digits" in message and "9,900" in message
+    assert "statement.stmt_id" in message
+    assert "'ST-' + 3-4 digits" in message
+    assert "9,900" in message
     assert re.search(r"\b1[0-9],[0-9]{3} rows are requested", message)
     assert not output_exists(tmp_path / "big")
 
