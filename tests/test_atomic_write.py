@@ -1,8 +1,11 @@
 """A run that is killed or fails part-way leaves the published output exactly as it was; a rerun succeeds.
 
-The end-to-end test runs the ``synthspark`` command line in subprocesses with
-real Spark and Delta, on a three-table slice of the bank database. The other
-tests build the publish journal's intermediate states on plain files.
+The end-to-end test runs the ``synthspark`` command line with real Spark and
+Delta on a three-table slice of the bank database. The run that it kills with
+SIGKILL is a subprocess with a JVM of its own. The other runs call the command
+line in this process on the test session's Spark, which saves starting a JVM
+for each of them. The other tests build the publish journal's intermediate
+states on plain files.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -19,7 +23,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pyspark.errors import IllegalArgumentException
+from pyspark.sql import SparkSession
 
+from synthspark.cli import main
 from synthspark.config import OutputSpec
 from synthspark.errors import OutputError
 from synthspark.publish import JOURNAL_FILE, STAGING_DIR, Staging, lock_output, recover
@@ -53,20 +60,20 @@ def _config_file(tmp_path: Path) -> Path:
     return path
 
 
-def _command(command: str, config_file: Path, output: Path, seed: int, *spark_settings: str) -> list[str]:
-    settings = ["spark.sql.shuffle.partitions=2", "spark.default.parallelism=2", "spark.ui.enabled=false",
-                *spark_settings]
-    arguments = [sys.executable, "-m", "synthspark.cli", command, str(config_file), "--output", str(output),
-                 "--seed", str(seed), "--mode", "overwrite", "--no-tracking", "--master", "local[2]"]
+def _arguments(command: str, config_file: Path, output: Path, seed: int) -> list[str]:
+    """Return the ``synthspark`` command-line arguments of one run."""
+    return [command, str(config_file), "--output", str(output), "--seed", str(seed), "--mode", "overwrite",
+            "--no-tracking"]
+
+
+def _subprocess_command(command: str, config_file: Path, output: Path, seed: int) -> list[str]:
+    """Return the command that runs ``synthspark`` in a new Python process, which starts its own local Spark."""
+    settings = ["spark.sql.shuffle.partitions=2", "spark.default.parallelism=2", "spark.ui.enabled=false"]
+    arguments = [sys.executable, "-m", "synthspark.cli", *_arguments(command, config_file, output, seed),
+                 "--master", "local[2]"]
     for setting in settings:
         arguments += ["--conf", setting]
     return arguments
-
-
-def _run(arguments: list[str], log: Path) -> subprocess.CompletedProcess[str]:
-    with open(log, "w", encoding="utf-8") as stderr:
-        return subprocess.run(arguments, stdout=subprocess.PIPE, stderr=stderr, text=True, timeout=RUN_TIMEOUT,
-                              check=False)
 
 
 def _snapshot(output: Path) -> dict[str, str]:
@@ -110,12 +117,14 @@ def _wait_for_staged_table(process: subprocess.Popen[str], output: Path, log: Pa
     pytest.fail(f"no staged table appeared within {RUN_TIMEOUT:.0f} s")
 
 
-def test_killed_and_failed_runs_keep_output(tmp_path: Path) -> None:
+def test_killed_and_failed_runs_keep_output(
+    spark: SparkSession, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
     config_file = _config_file(tmp_path)
     output = tmp_path / "out"
+    caplog.set_level(logging.INFO, logger="synthspark")
 
-    first = _run(_command("run", config_file, output, 1), tmp_path / "first.log")
-    assert first.returncode == 0, (tmp_path / "first.log").read_text(encoding="utf-8")[-3000:]
+    assert main(_arguments("run", config_file, output, 1)) == 0
     published = _snapshot(output)
     for table in TABLES:
         assert f"{table}/_delta_log/" in published
@@ -123,11 +132,12 @@ def test_killed_and_failed_runs_keep_output(tmp_path: Path) -> None:
     assert "_synthspark_report.json" in published
     assert not (output / STAGING_DIR).exists(), "a finished run should delete its staging area"
 
-    # Kill a run with another seed while it writes its staged tables.
+    # Kill a run with another seed while it writes its staged tables. It generates from the
+    # published model, so it reaches its first write sooner than a run that fits first.
     killed_log = tmp_path / "killed.log"
     with open(killed_log, "w", encoding="utf-8") as stderr:
-        process = subprocess.Popen(_command("run", config_file, output, 2), stdout=subprocess.DEVNULL,
-                                   stderr=stderr, start_new_session=True)
+        process = subprocess.Popen(_subprocess_command("generate", config_file, output, 2),
+                                   stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
         try:
             staged = _wait_for_staged_table(process, output, killed_log)
         finally:
@@ -139,19 +149,21 @@ def test_killed_and_failed_runs_keep_output(tmp_path: Path) -> None:
     assert _snapshot(output) == published, "a killed run changed the published output"
 
     # A run that fails while writing: Delta rejects the default table property, so the first staged write raises.
-    failed_log = tmp_path / "failed.log"
-    failed = _run(_command("generate", config_file, output, 3,
-                           "spark.databricks.delta.properties.defaults.appendOnly=notabool"), failed_log)
-    failed_text = failed_log.read_text(encoding="utf-8")
-    assert failed.returncode != 0, failed_text[-3000:]
-    assert "write branch: start" in failed_text, "the run should fail while writing, not before"
-    assert "stopped before it published" in failed_text, "the failed run should first clean the killed run's staging"
+    caplog.clear()
+    bad_property = "spark.databricks.delta.properties.defaults.appendOnly"
+    try:
+        with pytest.raises(IllegalArgumentException, match='"notabool"') as failure:
+            main([*_arguments("generate", config_file, output, 3), "--conf", f"{bad_property}=notabool"])
+    finally:
+        spark.conf.unset(bad_property)
+    assert "write branch: start" in caplog.text, f"the run should fail while writing, not before: {failure.value}"
+    assert "stopped before it published" in caplog.text, "the failed run should first clean the killed run's staging"
     assert _snapshot(output) == published, "a failed run changed the published output"
     assert not (output / STAGING_DIR).exists(), "a failed run should delete its staging area"
 
-    rerun = _run(_command("run", config_file, output, 2), tmp_path / "rerun.log")
-    assert rerun.returncode == 0, (tmp_path / "rerun.log").read_text(encoding="utf-8")[-3000:]
-    summary = json.loads(rerun.stdout)
+    capsys.readouterr()
+    assert main(_arguments("run", config_file, output, 2)) == 0
+    summary = json.loads(capsys.readouterr().out)
     replaced = _snapshot(output)
     assert not (output / STAGING_DIR).exists()
     for table in TABLES:
