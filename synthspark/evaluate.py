@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from functools import reduce
 from typing import Any
 
@@ -17,13 +18,16 @@ import numpy as np
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from synthspark.detection import DETECTION_ROWS, ChildTable, detection_score
 from synthspark.model import FittedModel, RelationshipModel, TableModel
 from synthspark.plan import Plan, Relationship
+from synthspark.privacy import DCR_REAL_ROWS, DCR_SYNTHETIC_ROWS, privacy_scores
 from synthspark.quality import (
     ASSOCIATION_THRESHOLD,
     CORRELATION_THRESHOLD,
     DISCRETE_BINS,
     MAX_COLUMN_PAIRS,
+    chain_trends,
     column_shapes,
     inter_table_trends,
     mean_score,
@@ -35,7 +39,13 @@ from synthspark.sampling import qcol
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["column_shapes", "evaluate", "ks_from_histograms", "primary_key_uniqueness", "relationship_counts"]
+__all__ = [
+    "column_shapes", "evaluate", "ks_from_histograms", "primary_key_uniqueness", "relationship_chains",
+    "relationship_counts",
+]
+
+# Chains scored per chain length; schemas with many relationships have many more chains.
+MAX_CHAINS = 50
 
 
 def _all_present(columns: list[str]) -> Column:
@@ -171,6 +181,109 @@ def _inter_table_quality(
     }
 
 
+def relationship_chains(plan: Plan, hops: int) -> list[tuple[Relationship, ...]]:
+    """Return every chain of ``hops`` relationships from a top parent down to a descendant table.
+
+    In a chain each relationship's parent is the previous relationship's child, so the
+    chain reads parent, child, grandchild and so on. Self-references are left out, and no
+    table appears twice in a chain. Chains come in the order of ``plan.relationships``.
+    """
+    below: dict[str, list[Relationship]] = {}
+    for rel in plan.relationships:
+        if rel.parent != rel.child:
+            below.setdefault(rel.parent, []).append(rel)
+    chains: list[tuple[Relationship, ...]] = []
+
+    def extend(chain: tuple[Relationship, ...]) -> None:
+        if len(chain) == hops:
+            chains.append(chain)
+            return
+        seen = {chain[0].parent, *[rel.child for rel in chain]}
+        for rel in below.get(chain[-1].child, []):
+            if rel.child not in seen:
+                extend((*chain, rel))
+
+    for rel in plan.relationships:
+        if rel.parent != rel.child:
+            extend((rel,))
+    return chains
+
+
+def chain_name(chain: Sequence[Relationship]) -> str:
+    """Return a chain's report key: its relationship names from the top parent down, joined by '/'."""
+    return "/".join(rel.name for rel in chain)
+
+
+def _chain_quality(
+    chain: Sequence[Relationship], model: FittedModel, real: dict[str, DataFrame],
+    synthetic: dict[str, DataFrame], max_pairs: int,
+) -> dict[str, Any]:
+    """Return the top table x end table column pair trends of one chain, with their means."""
+    tables = [chain[0].parent, *[rel.child for rel in chain]]
+    trends = chain_trends(
+        [real[t] for t in tables],
+        [synthetic[t] for t in tables],
+        [(rel.parent_columns, rel.columns) for rel in chain],
+        (model.tables[tables[0]].columns, model.tables[tables[-1]].columns),
+        max_pairs,
+    )
+    return {
+        "hops": len(chain),
+        "tables": tables,
+        "relationships": [rel.describe() for rel in chain],
+        "inter_table_trends": trends["pairs"],
+        "inter_table_trends_mean": trends["mean"],
+        "inter_table_trends_thresholded_mean": trends["thresholded_mean"],
+        "inter_table_pairs_skipped": trends["skipped"],
+    }
+
+
+def _chain_entries(
+    plan: Plan, model: FittedModel, real: dict[str, DataFrame], synthetic: dict[str, DataFrame],
+    max_hops: int, max_chains: int, max_pairs: int,
+) -> dict[str, dict[str, Any]]:
+    """Score the chains of 2 to ``max_hops`` relationships whose tables all have real data."""
+    entries: dict[str, dict[str, Any]] = {}
+    for hops in range(2, max_hops + 1):
+        chains = [
+            chain for chain in relationship_chains(plan, hops)
+            if all(rel.parent in real and rel.child in real for rel in chain)
+        ]
+        if len(chains) > max_chains:
+            logger.warning(
+                "scored the first %d of %d chains of %d relationships; raise evaluate()'s max_chains to score them",
+                max_chains, len(chains), hops,
+            )
+        for chain in chains[:max_chains]:
+            started = time.monotonic()
+            name = chain_name(chain)
+            entries[name] = _chain_quality(chain, model, real, synthetic, max_pairs)
+            _warn_skipped(name, entries[name]["inter_table_pairs_skipped"], max_pairs)
+            logger.info(
+                "evaluate chain %s: inter-table trends %s, %.1f s",
+                " <- ".join(entries[name]["tables"]), _format(entries[name]["inter_table_trends_mean"]),
+                time.monotonic() - started,
+            )
+    return entries
+
+
+def _table_detection(
+    table: str, plan: Plan, model: FittedModel, real: dict[str, DataFrame], synthetic: dict[str, DataFrame],
+    seed: int, max_rows: int,
+) -> dict[str, Any]:
+    """Return the detection score of one table, its rows enriched with aggregates of each child table."""
+    children = [
+        ChildTable(
+            rel.name, real[rel.child], synthetic[rel.child], rel.columns, rel.parent_columns,
+            value_columns(model.tables[rel.child].columns),
+        )
+        for rel in plan.relationships
+        if rel.parent == table and rel.child in real
+    ]
+    values = value_columns(model.tables[table].columns)
+    return detection_score(real[table], synthetic[table], values, children, seed=seed, max_rows=max_rows)
+
+
 def _nanmean(values: list[float | None]) -> float | None:
     present = [v for v in values if v is not None]
     return float(np.mean(present)) if present else None
@@ -181,6 +294,8 @@ def _overall(report: dict[str, Any], scored: bool) -> dict[str, Any]:
 
     Shapes and pair trends are averaged over all columns or pairs (not per table),
     cardinality over relationships, and the quality score over the four properties.
+    Chain trends pool the pairs of all chains of a length, as the 1-hop trends pool
+    those of all relationships. Detection and privacy scores are means over tables.
     """
     tables = report["tables"].values()
     relationships = report["relationships"].values()
@@ -202,6 +317,21 @@ def _overall(report: dict[str, Any], scored: bool) -> dict[str, Any]:
         "quality_score": None,
         "quality_score_all_pairs": None,
     }
+    chains = report.get("chains", {}).values()
+    for hops in range(2, max(3, max((c["hops"] for c in chains), default=0)) + 1):
+        pooled = [p for c in chains if c["hops"] == hops for p in c["inter_table_trends"]]
+        overall[f"inter_table_trends_{hops}hop"] = mean_score(pooled)
+        overall[f"inter_table_trends_{hops}hop_thresholded"] = mean_score(pooled, thresholded=True)
+    detected = [t["detection"] for t in tables if t.get("detection")]
+    overall["detection_accuracy"] = _nanmean([d["accuracy"] for d in detected])
+    overall["detection_auc"] = _nanmean([d["auc"] for d in detected])
+    private = [t["privacy"] for t in tables if t.get("privacy")]
+    copies = [p["exact_copy_share"] for p in private if p["exact_copy_share"] is not None]
+    overall["exact_copy_share"] = _nanmean(copies)
+    overall["exact_copy_share_max"] = max(copies) if copies else None
+    overall["exact_copy_share_holdout"] = _nanmean([p["exact_copy_share_holdout"] for p in private])
+    overall["dcr_half_a_share"] = _nanmean([p["dcr_half_a_share"] for p in private])
+    overall["dcr_median"] = _nanmean([p["dcr_median"] for p in private])
     if scored:
         # SDMetrics 0.32's QualityReport score: the mean of its four properties, pair trends thresholded.
         overall["quality_score"] = _nanmean([
@@ -231,23 +361,46 @@ def evaluate(
     synthetic: dict[str, DataFrame],
     *,
     max_column_pairs: int = MAX_COLUMN_PAIRS,
+    max_hops: int = 3,
+    max_chains: int = MAX_CHAINS,
+    detection: bool = True,
+    detection_rows: int = DETECTION_ROWS,
+    privacy: bool = True,
+    privacy_synthetic_rows: int = DCR_SYNTHETIC_ROWS,
+    privacy_real_rows: int = DCR_REAL_ROWS,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Score the synthetic tables against the real ones; return a JSON-ready report.
 
     ``real`` contains the source tables after orphan policies, the data the model
     was fitted on. Without it (an empty dict) only keys and cardinality are checked.
-    ``max_column_pairs`` caps the pairs scored per table and per relationship; the
-    report counts the pairs left out.
+    ``max_column_pairs`` caps the pairs scored per table, relationship and chain; the
+    report counts the pairs left out. Chains of 2 to ``max_hops`` relationships are
+    scored (1 turns them off), at most ``max_chains`` per length.
+
+    ``detection`` trains a classifier per table on at most ``detection_rows`` rows per
+    side (see :mod:`synthspark.detection`). ``privacy`` counts exact copies and compares
+    at most ``privacy_synthetic_rows`` synthetic rows with ``privacy_real_rows`` rows of
+    each real half (see :mod:`synthspark.privacy`). ``seed`` fixes their samples and splits.
     """
     report: dict[str, Any] = {
         "tables": {},
         "relationships": {},
+        "chains": {},
         "overall": {},
         "settings": {
             "correlation_threshold": CORRELATION_THRESHOLD,
             "association_threshold": ASSOCIATION_THRESHOLD,
             "discrete_bins": DISCRETE_BINS,
             "max_column_pairs": max_column_pairs,
+            "max_hops": max_hops,
+            "max_chains": max_chains,
+            "detection": detection,
+            "detection_rows": detection_rows,
+            "privacy": privacy,
+            "privacy_synthetic_rows": privacy_synthetic_rows,
+            "privacy_real_rows": privacy_real_rows,
+            "seed": seed,
         },
     }
     synthetic = {name: _as_modelled(model.tables[name], frame) for name, frame in synthetic.items()}
@@ -286,6 +439,30 @@ def evaluate(
             rel.describe(), scores["orphan_rows"], scores["cardinality_similarity"],
             _format(scores.get("inter_table_trends_mean")), time.monotonic() - started,
         )
+    report["chains"] = _chain_entries(plan, model, real, synthetic, max_hops, max_chains, max_column_pairs)
+    for table in plan.order:
+        if table not in real:
+            continue
+        entry = report["tables"][table]
+        if detection:
+            started = time.monotonic()
+            entry["detection"] = _table_detection(table, plan, model, real, synthetic, seed, detection_rows)
+            logger.info(
+                "detection %s: accuracy %s, AUC %s on %d held-out rows, %.1f s", table,
+                _format(entry["detection"]["accuracy"]), _format(entry["detection"]["auc"]),
+                entry["detection"]["test_rows"], time.monotonic() - started,
+            )
+        if privacy:
+            started = time.monotonic()
+            entry["privacy"] = privacy_scores(
+                real[table], synthetic[table], value_columns(model.tables[table].columns), seed=seed,
+                synthetic_rows=privacy_synthetic_rows, real_rows=privacy_real_rows,
+            )
+            logger.info(
+                "privacy %s: exact-copy share %s (real half B against half A %s), DCR half-A share %s, %.1f s",
+                table, _format(entry["privacy"]["exact_copy_share"]), _format(entry["privacy"]["exact_copy_share_holdout"]),
+                _format(entry["privacy"]["dcr_half_a_share"]), time.monotonic() - started,
+            )
     report["overall"] = _overall(report, scored=bool(real))
     return report
 

@@ -31,9 +31,9 @@ from __future__ import annotations
 
 import itertools
 import math
-from functools import reduce
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import reduce
 from typing import Any
 
 import numpy as np
@@ -42,7 +42,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from synthspark.model import ColumnModel
-from synthspark.sampling import INTERNAL, qcol
+from synthspark.sampling import INTERNAL, hash_long, qcol
 
 # SDMetrics' QualityReport thresholds for a pair to count in the thresholded mean.
 CORRELATION_THRESHOLD = 0.5
@@ -116,17 +116,28 @@ def _slot(index: int) -> str:
     return f"{INTERNAL}v{index}"
 
 
+def value_expressions(frame: DataFrame, columns: Sequence[ValueColumn]) -> list[Column]:
+    """Return each column of ``frame`` as SDMetrics compares it: continuous ones as doubles, discrete ones as strings."""
+    types = {field.name: field.dataType for field in frame.schema.fields}
+    return [
+        _number(qcol(c.source), types[c.source]) if c.continuous else qcol(c.source).cast("string") for c in columns
+    ]
+
+
+def row_hash(frame: DataFrame, seed: int, purpose: str) -> Column:
+    """Return a non-negative 63-bit hash of each whole row, the seed and ``purpose``.
+
+    Sampling and splitting by this hash pick the same rows whatever the partitioning,
+    and rows with equal values (keys included) always get the same hash.
+    """
+    return hash_long(seed, purpose, index=F.struct(*[qcol(c) for c in frame.columns]))
+
+
 def _union_sides(real: DataFrame, synthetic: DataFrame, columns: Sequence[ValueColumn]) -> DataFrame:
     """Stack both sides under a side flag, with column ``j`` as ``_slot(j)``, a double or a string."""
 
     def project(frame: DataFrame, side: int) -> DataFrame:
-        types = {field.name: field.dataType for field in frame.schema.fields}
-        values = [
-            (_number(qcol(c.source), types[c.source]) if c.continuous else qcol(c.source).cast("string")).alias(
-                _slot(j)
-            )
-            for j, c in enumerate(columns)
-        ]
+        values = [value.alias(_slot(j)) for j, value in enumerate(value_expressions(frame, columns))]
         return frame.select(F.lit(side).alias(_SIDE), *values)
 
     return project(real, _REAL).unionByName(project(synthetic, _SYNTHETIC))
@@ -423,26 +434,55 @@ def inter_table_trends(
     and the child's foreign key, and the column models. This is SDMetrics' InterTableTrends:
     column pair trends of the denormalized table, parent columns first.
     """
-    parent_values, child_values = value_columns(columns[0]), value_columns(columns[1])
-    joined_columns = [ValueColumn(c.name, f"{INTERNAL}p{j}", c.continuous) for j, c in enumerate(parent_values)]
-    joined_columns += [ValueColumn(c.name, f"{INTERNAL}c{j}", c.continuous) for j, c in enumerate(child_values)]
-    parent_key, child_key = keys
-    key_names = [f"{INTERNAL}k{i}" for i in range(len(child_key))]
+    return chain_trends(real, synthetic, [keys], columns, max_pairs)
 
-    def denormalize(parent: DataFrame, child: DataFrame) -> DataFrame:
-        parent_side = parent.select(
-            *[qcol(c).alias(k) for c, k in zip(parent_key, key_names)],
-            *[qcol(c.source).alias(f"{INTERNAL}p{j}") for j, c in enumerate(parent_values)],
-        )
-        child_side = child.select(
-            *[qcol(c).alias(k) for c, k in zip(child_key, key_names)],
-            *[qcol(c.source).alias(f"{INTERNAL}c{j}") for j, c in enumerate(child_values)],
-        )
-        return child_side.join(parent_side, on=key_names, how="inner")
 
-    offset = len(parent_values)
-    pairs = [(p, offset + c) for p, c in itertools.product(range(len(parent_values)), range(len(child_values)))]
+def chain_trends(
+    real: Sequence[DataFrame],
+    synthetic: Sequence[DataFrame],
+    links: Sequence[tuple[Sequence[str], Sequence[str]]],
+    columns: tuple[Sequence[ColumnModel], Sequence[ColumnModel]],
+    max_pairs: int = MAX_COLUMN_PAIRS,
+) -> dict[str, Any]:
+    """Score first-table column x last-table column pairs on a chain of tables joined along foreign keys.
+
+    ``real`` and ``synthetic`` list the chain's frames from the top ancestor down to the
+    last descendant. ``links[i]`` is ``(key columns of table i, foreign key columns of table i + 1)``.
+    Each row of the last table is inner-joined to its parent, that parent to its own parent,
+    and so on up to the first table. The pairs are then scored as :func:`inter_table_trends`
+    scores one relationship (which is the chain of one link), first-table columns first.
+    """
+    if len(real) != len(links) + 1 or len(synthetic) != len(links) + 1:
+        raise ValueError(f"a chain of {len(links)} links joins {len(links) + 1} tables, got {len(real)} and {len(synthetic)}")
+    top_values, end_values = value_columns(columns[0]), value_columns(columns[1])
+    joined_columns = [ValueColumn(c.name, f"{INTERNAL}p{j}", c.continuous) for j, c in enumerate(top_values)]
+    joined_columns += [ValueColumn(c.name, f"{INTERNAL}c{j}", c.continuous) for j, c in enumerate(end_values)]
+
+    def key_names(link: int) -> list[str]:
+        return [f"{INTERNAL}k{link}_{i}" for i in range(len(links[link][1]))]
+
+    def denormalize(frames: Sequence[DataFrame]) -> DataFrame:
+        last = len(links) - 1
+        joined = frames[-1].select(
+            *[qcol(c).alias(k) for c, k in zip(links[last][1], key_names(last))],
+            *[qcol(c.source).alias(f"{INTERNAL}c{j}") for j, c in enumerate(end_values)],
+        )
+        # Walk up: each middle table contributes its key (to join the rows below) and its foreign key (to go up).
+        for link in range(last, 0, -1):
+            middle = frames[link].select(
+                *[qcol(c).alias(k) for c, k in zip(links[link][0], key_names(link))],
+                *[qcol(c).alias(k) for c, k in zip(links[link - 1][1], key_names(link - 1))],
+            )
+            joined = joined.join(middle, on=key_names(link), how="inner").drop(*key_names(link))
+        top = frames[0].select(
+            *[qcol(c).alias(k) for c, k in zip(links[0][0], key_names(0))],
+            *[qcol(c.source).alias(f"{INTERNAL}p{j}") for j, c in enumerate(top_values)],
+        )
+        return joined.join(top, on=key_names(0), how="inner")
+
+    offset = len(top_values)
+    pairs = [(p, offset + c) for p, c in itertools.product(range(len(top_values)), range(len(end_values)))]
     _, trends = score_columns(
-        denormalize(*real), denormalize(*synthetic), joined_columns, pairs, shapes=False, max_pairs=max_pairs
+        denormalize(real), denormalize(synthetic), joined_columns, pairs, shapes=False, max_pairs=max_pairs
     )
     return trends

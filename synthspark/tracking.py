@@ -53,6 +53,12 @@ def flatten_report(report: dict[str, Any]) -> dict[str, float]:
         if key:
             put(metric_key("primary_key_uniqueness", table), key["score"])
             put(metric_key("duplicate_keys", table), key["duplicate_keys"])
+        detection = entry.get("detection") or {}
+        for stat in ("accuracy", "auc"):
+            put(metric_key(f"detection_{stat}", table), detection.get(stat))
+        privacy = entry.get("privacy") or {}
+        for stat in ("exact_copy_share", "exact_copy_share_holdout", "dcr_half_a_share", "dcr_median"):
+            put(metric_key(stat, table), privacy.get(stat))
     for name, entry in report.get("relationships", {}).items():
         put(metric_key("foreign_key_validity", name), entry["foreign_key_validity"])
         put(metric_key("orphan_rows_generated", name), entry["orphan_rows"])
@@ -63,6 +69,11 @@ def flatten_report(report: dict[str, Any]) -> dict[str, float]:
         for side in ("real", "synthetic"):
             for stat, value in entry[f"children_{side}"].items():
                 put(metric_key(f"children_{side}", name, stat), value)
+    for name, entry in report.get("chains", {}).items():
+        hops = f"{entry['hops']}hop"
+        put(metric_key(f"inter_table_trends_{hops}", name), entry.get("inter_table_trends_mean"))
+        put(metric_key(f"inter_table_trends_{hops}_thresholded", name), entry.get("inter_table_trends_thresholded_mean"))
+        put(metric_key(f"inter_table_pairs_skipped_{hops}", name), entry.get("inter_table_pairs_skipped"))
     for name, value in report.get("overall", {}).items():
         put(metric_key("overall", name), value)
     return metrics
