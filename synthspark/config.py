@@ -284,6 +284,13 @@ class ModelSpec(_Strict):
         ge=0,
         description="A numeric column with at most this many distinct values is modelled by value frequencies.",
     )
+    dependence: Literal["copula", "independent"] = Field(
+        default="copula",
+        description=(
+            "'copula' keeps correlations between columns, child counts and parent columns (a Gaussian copula); "
+            "'independent' draws every column on its own."
+        ),
+    )
 
 
 class OutputSpec(_Strict):

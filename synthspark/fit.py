@@ -7,6 +7,7 @@ distinct child counts, never the number of rows.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from synthspark.config import (
     SynthConfig,
     parse_key_format,
 )
+from synthspark.dependence import fit_dependence
 from synthspark.errors import ConfigError, SourceDataError, format_examples
 from synthspark.model import ColumnModel, FittedModel, RelationshipModel, TableModel
 from synthspark.plan import Plan, Relationship, build_plan
@@ -492,7 +494,9 @@ class _TableFitter:
             low, high = stats.ranges[column]
             integer = isinstance(data_type, (*_INTEGER_TYPES, T.DateType))
             if column in stats.discrete:
-                values, counts = stats.frequencies[column]
+                # In value order: the copula ranks values, so the draw must be monotone in them.
+                pairs = sorted(zip(*stats.frequencies[column]))
+                values, counts = [v for v, _ in pairs], [c for _, c in pairs]
                 return model(
                     {"type": "discrete", "values": values, "weights": counts, "min": low, "max": high,
                      "integer": integer}
@@ -611,6 +615,11 @@ def fit_prepared(config: SynthConfig, plan: Plan, sources: PreparedSources) -> F
             "fit relationship %s: mean %.2f children per parent, %.1f s",
             rel.describe(), relationships[rel.name].mean_children(), time.monotonic() - started,
         )
+    if config.model.dependence == "copula":
+        started = time.monotonic()
+        copulas = fit_dependence(plan, tables, relationships, sources.frames, config.generation.seed)
+        tables = {name: dataclasses.replace(table, dependence=copulas.get(name)) for name, table in tables.items()}
+        logger.info("fit dependence: %d table(s), %.1f s", len(copulas), time.monotonic() - started)
     return FittedModel(
         config=config.model_dump(mode="json"),
         tables=tables,

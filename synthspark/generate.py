@@ -24,6 +24,15 @@ from pyspark.sql import types as T
 
 from synthspark import pii
 from synthspark.config import SynthConfig, parse_config
+from synthspark.dependence import (
+    PARENT_Z,
+    Z,
+    count_dimension,
+    dimension_score,
+    dimension_uniform,
+    normal_cdf,
+    with_normal_scores,
+)
 from synthspark.errors import GenerationError
 from synthspark.model import ColumnModel, FittedModel, RelationshipModel, TableModel
 from synthspark.plan import Plan, Relationship, TablePlan, build_plan
@@ -47,6 +56,8 @@ COUNT = f"{INTERNAL}count"
 START = f"{INTERNAL}start"
 BLOCK = f"{INTERNAL}block"
 SLOT = f"{INTERNAL}slot"
+RANK = f"{INTERNAL}rank"
+SCORE = f"{INTERNAL}score"
 # Parent rows are split into at most this many blocks for prefix sums; one row per
 # block reaches the driver.
 MAX_BLOCKS = 4096
@@ -95,6 +106,36 @@ def _with_prefix_sums(spark: SparkSession, frame: DataFrame, rows: int) -> tuple
     return result, running
 
 
+def _with_ranks(spark: SparkSession, frame: DataFrame, score: Column, rows: int) -> DataFrame:
+    """Add ``RANK``: each row's 0-based position when rows are sorted by ``score`` (ties by ``PARENT_INDEX``).
+
+    ``score`` is a standard normal, so ``Phi(score)`` splits rows into blocks of
+    similar size; one count per block reaches the driver and each block is sorted
+    on its own, so no step depends on partitioning.
+    """
+    from pyspark.sql import Window
+
+    blocks = max(1, min(MAX_BLOCKS, rows))
+    scored = frame.withColumn(SCORE, score).withColumn(
+        BLOCK, F.least(F.floor(normal_cdf(qcol(SCORE)) * F.lit(blocks)).cast("long"), F.lit(blocks - 1))
+    )
+    totals = scored.groupBy(BLOCK).count().orderBy(BLOCK).collect()
+    offsets = []
+    running = 0
+    for row in totals:
+        offsets.append((int(row[BLOCK]), running))
+        running += int(row["count"])
+    if not offsets:
+        return frame.withColumn(RANK, F.lit(0).cast("long"))
+    offset_frame = spark.createDataFrame(offsets, f"{BLOCK} long, offset long")
+    within = Window.partitionBy(BLOCK).orderBy(SCORE, PARENT_INDEX)
+    return (
+        scored.join(F.broadcast(offset_frame), on=BLOCK, how="left")
+        .withColumn(RANK, qcol("offset") + F.row_number().over(within) - F.lit(1))
+        .drop("offset", BLOCK, SCORE)
+    )
+
+
 def _affine_permutation(rows: int, seed: int, *parts: str) -> tuple[int, int]:
     """Return (multiplier, offset) such that i -> (multiplier * i + offset) mod rows is a permutation."""
     digest = hashlib.sha256("|".join([str(seed), *parts]).encode()).digest()
@@ -117,23 +158,30 @@ def quotas(weights: list[float], total: int) -> list[int]:
     return [int(p) for p in parts]
 
 
-def _sample_counts(seed: int, table: str, rel: RelationshipModel, purpose: str, parents: int) -> Column:
+def _sample_counts(
+    seed: int, table: str, rel: RelationshipModel, purpose: str, parents: int, ranked: bool = False
+) -> Column:
     """Return each parent's child count so that the counts follow the fitted histogram as closely as integers allow.
 
     The ``parents`` rows get quotas of each count value (proportional to the
-    fitted histogram) in the order of a seeded permutation of the parent index,
-    so the histogram is reproduced, not only matched in expectation.
+    fitted histogram), so the histogram is reproduced, not only matched in
+    expectation. The quotas go in the order of ``RANK`` when ``ranked`` (the
+    parents' copula score for this count, so large parents get many children),
+    else in the order of a seeded permutation of the parent index.
     """
     weights = [float(p) for p in rel.count_parents]
     if not weights or sum(weights) == 0 or parents == 0:
         return F.lit(0).cast("long")
     parts = quotas(weights, parents)
-    multiplier, offset = _affine_permutation(parents, seed, table, rel.name, purpose)
-    wide = T.DecimalType(38, 0)
-    position = F.pmod(
-        qcol(PARENT_INDEX).cast(wide) * F.lit(multiplier).cast(wide) + F.lit(offset).cast(wide),
-        F.lit(parents).cast(wide),
-    )
+    if ranked:
+        position = qcol(RANK)
+    else:
+        multiplier, offset = _affine_permutation(parents, seed, table, rel.name, purpose)
+        wide = T.DecimalType(38, 0)
+        position = F.pmod(
+            qcol(PARENT_INDEX).cast(wide) * F.lit(multiplier).cast(wide) + F.lit(offset).cast(wide),
+            F.lit(parents).cast(wide),
+        )
     u = (position.cast("double") + F.lit(0.5)) / F.lit(float(parents))
     return pick(choose_index(u, [float(p) for p in parts]), [int(v) for v in rel.count_values]).cast("long")
 
@@ -158,11 +206,32 @@ class _Generator:
         # Source tables, read only to make sure no personal value is copied from them.
         self.sources: dict[str, DataFrame] = dict(sources or {})
 
-    def parent_keys(self, rel: Relationship) -> DataFrame:
-        return self.keys[rel.parent].select(
+    def parent_keys(self, rel: Relationship, purpose: str) -> tuple[DataFrame, Column]:
+        """Return the parent's index and key as the child names them, with each parent's child count.
+
+        The frame also carries the parent's copula scores as ``PARENT_Z`` when the
+        child table is conditioned on them.
+        """
+        parent = self.keys[rel.parent]
+        extra = []
+        dependence = self.model.tables[rel.child].dependence
+        if dependence is not None and dependence.get("parent") == rel.name and Z in parent.columns:
+            extra.append(F.slice(qcol(Z), 1, len(dependence["parent_dimensions"])).alias(PARENT_Z))
+        frame = parent.select(
             qcol(ROW_INDEX).alias(PARENT_INDEX),
             *[qcol(p).alias(c) for p, c in zip(rel.parent_columns, rel.columns)],
+            *extra,
+            *([qcol(Z)] if Z in parent.columns else []),
         )
+        score = dimension_score(self.model.tables[rel.parent].dependence, count_dimension(rel.name))
+        fitted_rel = self.model.relationships[rel.name]
+        rows = self.rows[rel.parent]
+        if score is not None:
+            frame = _with_ranks(self.spark, frame, score, rows)
+        counts = _sample_counts(self.seed, rel.child, fitted_rel, purpose, rows, ranked=score is not None)
+        if Z in parent.columns:
+            frame = frame.drop(Z)
+        return frame, counts
 
     def root_frame(self, table: str) -> tuple[DataFrame, int]:
         fitted = self.model.tables[table]
@@ -176,19 +245,21 @@ class _Generator:
     def child_frame(self, table: str, rel: Relationship) -> tuple[DataFrame, int]:
         fitted_rel = self.model.relationships[rel.name]
         fitted = self.model.tables[table]
-        counts = _sample_counts(self.seed, table, fitted_rel, "count", self.rows[rel.parent])
+        parents, counts = self.parent_keys(rel, "count")
         if set(fitted.primary_key) and set(fitted.primary_key) <= set(rel.columns):
             # The primary key is the foreign key: one-to-one, so at most one child per parent.
             counts = F.least(counts, F.lit(1).cast("long"))
-        parents = self.parent_keys(rel).withColumn(COUNT, counts)
+        parents = parents.withColumn(COUNT, counts)
+        carried = [qcol(PARENT_Z)] if PARENT_Z in parents.columns else []
         ranged, total = _with_prefix_sums(self.spark, parents, self.rows[rel.parent])
         expanded = ranged.where(qcol(COUNT) > 0).select(
             *[qcol(c) for c in rel.columns],
             qcol(START),
+            *carried,
             F.explode(F.sequence(F.lit(0).cast("long"), qcol(COUNT) - 1)).alias(ORDINAL),
         )
         expanded = expanded.select(
-            (qcol(START) + qcol(ORDINAL)).alias(ROW_INDEX), qcol(ORDINAL), *[qcol(c) for c in rel.columns]
+            (qcol(START) + qcol(ORDINAL)).alias(ROW_INDEX), qcol(ORDINAL), *[qcol(c) for c in rel.columns], *carried
         )
         null_share = fitted_rel.null_fraction
         null_rows = 0
@@ -202,6 +273,7 @@ class _Generator:
                 qcol("id").alias(ROW_INDEX),
                 (qcol("id") - F.lit(total)).alias(ORDINAL),
                 *[F.lit(None).cast(types[c]).alias(c) for c in rel.columns],
+                *([F.lit(None).cast("array<double>").alias(PARENT_Z)] if carried else []),
             )
             expanded = expanded.unionByName(nulls)
         return expanded, total + null_rows
@@ -215,8 +287,8 @@ class _Generator:
         children-per-parent distribution, zeros included.
         """
         fitted_rel = self.model.relationships[rel.name]
-        slots_per_parent = _sample_counts(self.seed, table, fitted_rel, "slots", self.rows[rel.parent])
-        parents = self.parent_keys(rel).withColumn(COUNT, slots_per_parent)
+        parents, slots_per_parent = self.parent_keys(rel, "slots")
+        parents = parents.drop(PARENT_Z).withColumn(COUNT, slots_per_parent)
         ranged, slots = _with_prefix_sums(self.spark, parents, self.rows[rel.parent])
         types = {c.name: _type_of(c) for c in self.model.tables[table].columns}
         if slots == 0 or rows == 0:
@@ -279,6 +351,8 @@ class _Generator:
         for rel in table_plan.assigned:
             frame = self.assign(table, frame, count, rel)
         fitted = self.model.tables[table]
+        if fitted.dependence is not None:
+            frame = with_normal_scores(frame, fitted.dependence, self.seed, table)
         check_key_capacity(table, fitted, count)
         key_columns = [c for c in fitted.primary_key if c not in frame.columns]
         frame = frame.select(
@@ -315,19 +389,24 @@ class _Generator:
                 outputs.append(qcol(column.name).cast(data_type).alias(column.name))
             elif column.stored_as is not None:
                 # Dates modelled as dates, written back in the source's form (20230105 for yyyyMMdd).
-                value = _value_expr(column, data_type, self.seed, table)
+                value = _value_expr(column, data_type, self.seed, table, self.uniform_of(table, column))
                 stored_type = T._parse_datatype_json_string(column.stored_as["type"])
                 formatted = F.date_format(value, column.stored_as["format"]).cast(stored_type)
                 outputs.append(formatted.alias(column.name))
             elif column.distribution["type"] == "personal":
                 outputs.append(self.personal_expr(table, column).alias(column.name))
             else:
-                outputs.append(_value_expr(column, data_type, self.seed, table).alias(column.name))
+                value = _value_expr(column, data_type, self.seed, table, self.uniform_of(table, column))
+                outputs.append(value.alias(column.name))
         result = frame.select(*outputs)
         for column in fitted.columns:
             if column.distribution["type"] == "personal" and column.role == "value":
                 result = self.exclude_source_values(table, column, result)
         return result.drop(ROW_INDEX)
+
+    def uniform_of(self, table: str, column: ColumnModel) -> Column | None:
+        """Return the copula's uniform for ``column``, or None when the column is drawn independently."""
+        return dimension_uniform(self.model.tables[table].dependence, column.name)
 
     def personal_expr(self, table: str, column: ColumnModel, candidate: int = 0) -> Column:
         """Return the column's generated personal data (a name, e-mail, ...) with its null share."""
@@ -490,10 +569,13 @@ def _primary_key_expr(fitted: TableModel, column: ColumnModel, seed: int, table:
     )
 
 
-def _value_expr(column: ColumnModel, data_type: T.DataType, seed: int, table: str) -> Column:
+def _value_expr(
+    column: ColumnModel, data_type: T.DataType, seed: int, table: str, u: Column | None = None
+) -> Column:
     dist = column.distribution
     kind = dist["type"]
-    u = uniform(seed, table, column.name, "value")
+    if u is None:
+        u = uniform(seed, table, column.name, "value")
     if kind == "all_null":
         return F.lit(None).cast(data_type)
     if kind == "quantiles":

@@ -68,6 +68,9 @@ class TableModel:
     columns: list[ColumnModel]
     # For a composite primary key: the largest number of rows that share the key's foreign-key part.
     key_group_max: int = 1
+    # Gaussian copula of the table's columns and child counts, conditioned on its parent's
+    # (see synthspark.dependence); None when columns are drawn independently.
+    dependence: dict[str, Any] | None = None
 
     def column(self, name: str) -> ColumnModel:
         """Return the model of column ``name``."""
@@ -118,6 +121,7 @@ class FittedModel:
                 primary_key=table["primary_key"],
                 columns=[ColumnModel(**column) for column in table["columns"]],
                 key_group_max=table.get("key_group_max", 1),
+                dependence=table.get("dependence"),
             )
             for name, table in data["tables"].items()
         }

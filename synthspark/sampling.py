@@ -32,8 +32,28 @@ def hash_long(seed: int, *parts: str | int, index: Column | None = None) -> Colu
     return F.shiftrightunsigned(hashed, 1)
 
 
-def _double_array(values: np.ndarray) -> Column:
-    return F.array(*[F.lit(float(v)) for v in values])
+def double_array(values: np.ndarray | list[float]) -> Column:
+    """Return a literal array<double> built from one SQL expression.
+
+    One expression instead of one ``lit`` per element: building thousands of
+    ``lit`` columns costs a call into the JVM (or a message under Spark Connect) each.
+    """
+    items = ",".join(f"{float(v)!r}D" if np.isfinite(v) else f"CAST('{float(v)}' AS DOUBLE)" for v in values)
+    return F.expr(f"array({items})") if len(values) else F.array().cast("array<double>")
+
+
+def string_array(values: list[str]) -> Column:
+    """Return a literal array<string> built from one SQL expression (see :func:`double_array`)."""
+    if not values:
+        return F.array().cast("array<string>")
+    escaped = [str(v).replace("\\", "\\\\").replace("'", "\\'") for v in values]
+    return F.expr("array(" + ",".join(f"'{v}'" for v in escaped) + ")")
+
+
+def long_array(values: np.ndarray | list[int]) -> Column:
+    """Return a literal array<bigint> built from one SQL expression (see :func:`double_array`)."""
+    items = ",".join(f"{int(v)}L" for v in values)
+    return F.expr(f"array({items})") if len(values) else F.array().cast("array<bigint>")
 
 
 def choose_index(u: Column, weights: list[float]) -> Column:
@@ -61,9 +81,9 @@ def choose_index(u: Column, weights: list[float]) -> Column:
     low = np.minimum(np.searchsorted(cumulative, edges[:-1], side="right"), last)
     high = np.minimum(np.searchsorted(cumulative, edges[1:], side="right"), last)
     bucket = F.least(F.floor(u * F.lit(resolution)).cast("int"), F.lit(resolution - 1)) + F.lit(1)
-    start = F.element_at(F.array(*[F.lit(int(v)) for v in low]), bucket)
-    stop = F.element_at(F.array(*[F.lit(int(v)) for v in high]), bucket)
-    candidates = F.slice(_double_array(cumulative), start + F.lit(1), stop - start + F.lit(1))
+    start = F.element_at(long_array(low), bucket).cast("int")
+    stop = F.element_at(long_array(high), bucket).cast("int")
+    candidates = F.slice(double_array(cumulative), start + F.lit(1), stop - start + F.lit(1))
     return F.least(start + F.size(F.filter(candidates, lambda c: c <= u)), F.lit(last))
 
 
@@ -72,7 +92,7 @@ def inverse_quantiles(u: Column, quantiles: list[float]) -> Column:
     points = np.asarray(quantiles, dtype="float64")
     if len(points) == 1:
         return F.lit(float(points[0]))
-    table = _double_array(points)
+    table = double_array(points)
     position = u * F.lit(len(points) - 1)
     index = F.least(F.floor(position).cast("int"), F.lit(len(points) - 2))
     below = F.element_at(table, index + F.lit(1))

@@ -1,0 +1,648 @@
+"""Dependence between columns and across tables: a Gaussian copula over the fitted marginals.
+
+Each table gets a vector of *dimensions*: its modelled value columns and, for every
+relationship in which it is the parent, its number of children. Fit maps every
+source value to its rank ``u`` in (0, 1) under the column's fitted marginal. Tied values and
+categories get a seeded point inside their interval. One Spark aggregation over a
+bounded sample measures the rank correlations of all dimension pairs, which become
+the correlation matrix of a Gaussian copula (``2 sin(pi rho / 6)``). A child table's dimensions are measured together with its
+parent's, joined through the table's first foreign key.
+
+Generation draws the normal vector ``z`` of each parent row, and for each child row
+draws ``z`` from the Gaussian conditioned on its parent's ``z``; through the parent
+the grandparent's values also shape the child (k hops). Each value is the fitted
+marginal's inverse at ``Phi(z)``, so column shapes stay as fitted. Child counts are
+quotas of the fitted histogram handed out in the order of the parents' ``z`` for
+that count, so the histogram is kept exactly and large parents get many children.
+
+Only aggregates reach the driver: one row of sums per table, whose size depends on
+the number of dimensions, never on the number of rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from statistics import NormalDist
+from typing import Any
+
+import numpy as np
+from pyspark import StorageLevel
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from synthspark.model import ColumnModel, RelationshipModel, TableModel
+from synthspark.plan import Plan, Relationship
+from synthspark.sampling import (
+    INTERNAL,
+    ROW_INDEX,
+    double_array,
+    long_array,
+    qcol,
+    string_array,
+)
+
+logger = logging.getLogger(__name__)
+
+# Distribution types whose values are drawn from one uniform, and so can follow the copula.
+COPULA_TYPES = ("quantiles", "discrete", "categorical", "boolean", "uniform_int")
+# Own dimensions per table, and parent dimensions a child is conditioned on. Columns past
+# the limit keep their marginal but are drawn independently.
+MAX_DIMENSIONS = 128
+MAX_PARENT_DIMENSIONS = 32
+# Rows of a table used to measure correlations: a seeded, partition-independent sample.
+SAMPLE_ROWS = 200_000
+# Aggregate expressions per Spark job when many dimensions make many pairs.
+PAIRS_PER_JOB = 2_000
+COUNT_PREFIX = "#children:"
+Z = f"{INTERNAL}z"
+PARENT_Z = f"{INTERNAL}pz"
+_U = f"{INTERNAL}u"
+_PU = f"{INTERNAL}pu"
+_NOISE = f"{INTERNAL}noise"
+_KNOWN = f"{INTERNAL}known"
+_TWO_POW_32 = float(1 << 32)
+_NORMAL = NormalDist()
+
+
+# Dimensions.
+
+
+def count_dimension(rel_name: str) -> str:
+    """Return the dimension name of a parent's number of children in relationship ``rel_name``."""
+    return COUNT_PREFIX + rel_name
+
+
+def _is_informative(column: ColumnModel) -> bool:
+    dist = column.distribution
+    kind = dist["type"]
+    if column.role != "value" or kind not in COPULA_TYPES:
+        return False
+    if kind == "boolean":
+        return 0.0 < dist["true_fraction"] < 1.0
+    if kind in ("categorical", "discrete"):
+        return len(dist["values"]) > 1
+    if kind == "quantiles":
+        return dist["min"] < dist["max"]
+    return dist["min"] < dist["max"]
+
+
+def child_relationships(plan: Plan, table: str) -> list[Relationship]:
+    """Return the relationships in which ``table`` is the parent of another table, by name.
+
+    Sorted by name, so the dimensions do not depend on the order of tables in the config.
+    """
+    return sorted((rel for rel in plan.relationships if rel.parent == table and rel.child != table), key=lambda r: r.name)
+
+
+def table_dimensions(plan: Plan, fitted: TableModel, relationships: dict[str, RelationshipModel]) -> list[str]:
+    """Return the dimensions of one table: informative value columns, then child counts."""
+    columns = [c.name for c in fitted.columns if _is_informative(c)]
+    counts = [
+        count_dimension(rel.name)
+        for rel in child_relationships(plan, fitted.name)
+        if len(set(relationships[rel.name].count_values)) > 1
+    ]
+    if len(columns) + len(counts) > MAX_DIMENSIONS:
+        logger.warning(
+            "table %s: %d columns and child counts, more than the %d whose dependence is modelled; "
+            "the remaining columns keep their distribution but are drawn independently",
+            fitted.name, len(columns) + len(counts), MAX_DIMENSIONS,
+        )
+        counts = counts[:MAX_DIMENSIONS]
+        columns = columns[: MAX_DIMENSIONS - len(counts)]
+    return columns + counts
+
+
+# Fit: ranks and correlations.
+
+
+def _as_number(column: Column, data_type: T.DataType) -> Column:
+    if isinstance(data_type, T.DateType):
+        return F.unix_date(column).cast("double")
+    if isinstance(data_type, T.TimestampType):
+        return F.unix_micros(column).cast("double")
+    if isinstance(data_type, T.TimestampNTZType):
+        return F.unix_micros(column.cast("timestamp")).cast("double")
+    return column.cast("double")
+
+
+def _interval_rank(position: Column, cumulative: list[float], weights: list[float], jitter: Column) -> Column:
+    """Return a point inside the interval of the (1-based) ``position``, or a uniform draw when it is unknown."""
+    lows = double_array(cumulative)
+    widths = double_array(weights)
+    inside = F.element_at(lows, position) + jitter * F.element_at(widths, position)
+    return F.when(position.isNull() | (position <= 0), jitter).otherwise(inside)
+
+
+def _weights(values: list[float]) -> tuple[list[float], list[float]]:
+    weights = np.asarray(values, dtype="float64")
+    weights = weights / weights.sum()
+    starts = np.concatenate([[0.0], np.cumsum(weights)[:-1]])
+    return [float(v) for v in starts], [float(v) for v in weights]
+
+
+def count_below(x: Column, points: list[float], strict: bool) -> Column:
+    """Return how many of the sorted ``points`` are below ``x`` (or at most ``x`` when not ``strict``).
+
+    A lookup table over equal-width buckets of the points' range gives the count
+    at the bucket's lower edge and the few points inside the bucket, and only
+    those are compared with ``x``.
+    """
+    grid = np.asarray(points, dtype="float64")
+    low, high = float(grid[0]), float(grid[-1])
+    side = "left" if strict else "right"
+    if high <= low:
+        return F.when(x > F.lit(low) if strict else x >= F.lit(low), F.lit(len(grid))).otherwise(F.lit(0))
+    buckets = 1024
+    edges = low + (high - low) * np.arange(buckets + 1) / buckets
+    # Each bucket's window reaches one bucket further on both sides, so rounding in the
+    # bucket arithmetic cannot miss a point.
+    first = np.concatenate([[0], np.searchsorted(grid, edges[:-2], side=side)])
+    last = np.concatenate([np.searchsorted(grid, edges[2:], side="right"), [len(grid)]])
+    span = F.lit(high - low)
+    bucket = F.least(F.greatest(F.floor((x - F.lit(low)) / span * F.lit(buckets)), F.lit(0)), F.lit(buckets - 1))
+    index = bucket.cast("int") + F.lit(1)
+    before = F.element_at(long_array(first), index).cast("int")
+    after = F.element_at(long_array(last), index).cast("int")
+    candidates = F.slice(double_array(grid), before + F.lit(1), F.greatest(after - before, F.lit(0)))
+    inside = F.filter(candidates, (lambda q: q < x) if strict else (lambda q: q <= x))
+    return before + F.size(inside)
+
+
+def grid_points(column: ColumnModel) -> list[float]:
+    """Return the quantile grid that ranks of a ``quantiles`` column are measured on (at most 201 points)."""
+    points = [float(v) for v in column.distribution["values"]]
+    # A coarser grid of the same evenly spaced probabilities is exact enough for ranks and cheaper per row.
+    stride = max(1, (len(points) - 1) // 200)
+    while (len(points) - 1) % stride:
+        stride -= 1
+    return points[::stride]
+
+
+def grid_counts(column: ColumnModel, value: Column, data_type: T.DataType) -> tuple[Column, Column]:
+    """Return how many grid points are below a source value, and how many are at most the value."""
+    points = grid_points(column)
+    x = _as_number(value, data_type)
+    return count_below(x, points, strict=True), count_below(x, points, strict=False)
+
+
+def rank_expr(
+    column: ColumnModel,
+    value: Column,
+    data_type: T.DataType,
+    jitter: Column,
+    counts: tuple[Column, Column] | None = None,
+) -> Column:
+    """Return the rank ``u`` in [0, 1] of a source value under the column's fitted marginal (null stays null).
+
+    The inverse of the draw in :mod:`synthspark.generate`: drawing with this ``u``
+    gives back the value, up to the resolution of the fitted quantiles. ``counts``
+    passes :func:`grid_counts` of a ``quantiles`` column computed beforehand.
+    """
+    dist = column.distribution
+    kind = dist["type"]
+    if kind == "quantiles":
+        points = grid_points(column)
+        steps = len(points) - 1
+        grid = double_array(points)
+        x = _as_number(value, data_type)
+        below, upto = counts if counts is not None else grid_counts(column, value, data_type)
+        lower = F.element_at(grid, F.greatest(below, F.lit(1)))
+        upper = F.element_at(grid, F.least(below + F.lit(1), F.lit(steps + 1)))
+        gap = F.greatest(upper - lower, F.lit(1e-300))
+        between = (below.cast("double") - F.lit(1.0) + (x - lower) / gap) / F.lit(float(steps))
+        tied = (below.cast("double") + jitter * (upto - below - F.lit(1)).cast("double")) / F.lit(float(steps))
+        result = (
+            F.when(upto > below, tied)
+            .when(below == 0, F.lit(0.0))
+            .when(below > F.lit(steps), F.lit(1.0))
+            .otherwise(between)
+        )
+    elif kind in ("discrete", "categorical"):
+        starts, widths = _weights([float(w) for w in dist["weights"]])
+        if kind == "discrete":
+            keys = double_array([float(v) for v in dist["values"]])
+            position = F.array_position(keys, _as_number(value, data_type))
+        else:
+            position = F.array_position(string_array([str(v) for v in dist["values"]]), value.cast("string"))
+        result = _interval_rank(position.cast("int"), starts, widths, jitter)
+    elif kind == "boolean":
+        share = float(dist["true_fraction"])
+        truth = value.cast("boolean")
+        result = F.when(truth, jitter * F.lit(share)).otherwise(F.lit(share) + jitter * F.lit(1.0 - share))
+    elif kind == "uniform_int":
+        span = float(dist["max"] - dist["min"] + 1)
+        result = (value.cast("double") - F.lit(float(dist["min"])) + jitter) / F.lit(span)
+    else:
+        raise ValueError(f"column {column.name}: no rank for distribution type {kind}")
+    return F.when(value.isNull(), F.lit(None).cast("double")).otherwise(
+        F.least(F.greatest(result, F.lit(0.0)), F.lit(1.0))
+    )
+
+
+def count_rank_expr(rel: RelationshipModel, count: Column, jitter: Column) -> Column:
+    """Return the rank of a parent's child count under the fitted histogram (ties spread by ``jitter``)."""
+    starts, widths = _weights([float(p) for p in rel.count_parents])
+    keys = long_array(rel.count_values)
+    position = F.array_position(keys, count.cast("long")).cast("int")
+    return _interval_rank(position, starts, widths, jitter)
+
+
+def _jitter(frame: DataFrame, seed: int, dimension: str) -> Column:
+    """Return a seeded uniform per source row and dimension, the same whatever the partitioning."""
+    hashed = F.xxhash64(F.lit(seed).cast("long"), F.lit(dimension), *[qcol(c) for c in frame.columns])
+    return (F.shiftrightunsigned(hashed, 11).cast("double") + F.lit(0.5)) / F.lit(float(1 << 53))
+
+
+def _child_counts(frame: DataFrame, rel: Relationship, child: DataFrame, name: str) -> DataFrame:
+    present = reduce_and([qcol(c).isNotNull() for c in rel.columns])
+    counts = (
+        child.where(present)
+        .groupBy(*[qcol(c).alias(p) for c, p in zip(rel.columns, rel.parent_columns)])
+        .agg(F.count(F.lit(1)).alias(name))
+    )
+    return frame.join(counts, on=list(rel.parent_columns), how="left").withColumn(
+        name, F.coalesce(qcol(name), F.lit(0).cast("long"))
+    )
+
+
+def reduce_and(conditions: list[Column]) -> Column:
+    """Return the conjunction of ``conditions``."""
+    result = conditions[0]
+    for condition in conditions[1:]:
+        result = result & condition
+    return result
+
+
+def _rank_frame(
+    plan: Plan,
+    fitted: TableModel,
+    dimensions: list[str],
+    frames: dict[str, DataFrame],
+    relationships: dict[str, RelationshipModel],
+    seed: int,
+    keep: list[str],
+    only: DataFrame | None = None,
+) -> DataFrame:
+    """Return ``keep`` columns and the array of dimension ranks ``_U`` of the source rows of one table.
+
+    ``only`` limits the rows to those whose ``keep`` columns appear in it.
+    """
+    frame = frames[fitted.name]
+    jitter_base = frame
+    for rel in child_relationships(plan, fitted.name):
+        name = count_dimension(rel.name)
+        if name in dimensions:
+            frame = _child_counts(frame, rel, frames[rel.child], name)
+    if only is not None:
+        frame = frame.join(only, on=keep, how="left_semi")
+    schema = {f.name: f.dataType for f in frame.schema.fields}
+    # Grid positions first, as columns of their own: each is used several times by its rank.
+    positions: dict[str, tuple[Column, Column]] = {}
+    staged = []
+    for i, dimension in enumerate(dimensions):
+        if not dimension.startswith(COUNT_PREFIX) and fitted.column(dimension).distribution["type"] == "quantiles":
+            below, upto = grid_counts(fitted.column(dimension), qcol(dimension), schema[dimension])
+            staged += [below.alias(f"{INTERNAL}below{i}"), upto.alias(f"{INTERNAL}upto{i}")]
+            positions[dimension] = (qcol(f"{INTERNAL}below{i}"), qcol(f"{INTERNAL}upto{i}"))
+    if staged:
+        frame = frame.select("*", *staged)
+    ranks = []
+    for dimension in dimensions:
+        jitter = _jitter(jitter_base, seed, dimension)
+        if dimension.startswith(COUNT_PREFIX):
+            rel_model = relationships[dimension[len(COUNT_PREFIX):]]
+            ranks.append(count_rank_expr(rel_model, qcol(dimension), jitter))
+        else:
+            column = fitted.column(dimension)
+            ranks.append(rank_expr(column, qcol(dimension), schema[dimension], jitter, positions.get(dimension)))
+    return frame.select(*[qcol(c) for c in dict.fromkeys(keep)], F.array(*ranks).alias(_U))
+
+
+def _sample_filter(frame: DataFrame, rows: int, seed: int, table: str) -> DataFrame:
+    if rows <= SAMPLE_ROWS:
+        return frame
+    share = SAMPLE_ROWS / rows
+    hashed = F.xxhash64(F.lit(seed).cast("long"), F.lit(table), *[qcol(c) for c in frame.columns])
+    return frame.where(F.shiftrightunsigned(hashed, 11).cast("double") / F.lit(float(1 << 53)) < F.lit(share))
+
+
+def _exact_sum(value: Column) -> Column:
+    """Sum in fixed point (2**-32 steps), so the result does not depend on the order rows are added in."""
+    return F.sum(F.round(value * F.lit(_TWO_POW_32)).cast("long"))
+
+
+def _from_fixed(value: Any) -> float:
+    return float(value or 0) / _TWO_POW_32
+
+
+def _correlations(frame: DataFrame, size: int) -> np.ndarray:
+    """Return the Pearson correlation matrix of the ``_U`` array elements (pairwise complete rows).
+
+    Sums are exact integers, so the same rows give the same matrix under any partitioning.
+    """
+    value = [F.element_at(qcol(_U), i + 1) - F.lit(0.5) for i in range(size)]
+    singles = frame.agg(
+        *[F.count(v).alias(f"n{i}") for i, v in enumerate(value)],
+        *[_exact_sum(v).alias(f"s{i}") for i, v in enumerate(value)],
+        *[_exact_sum(v * v).alias(f"q{i}") for i, v in enumerate(value)],
+    ).first()
+    assert singles is not None
+    count = np.array([float(singles[f"n{i}"] or 0) for i in range(size)])
+    safe = np.maximum(count, 1.0)
+    mean = np.array([_from_fixed(singles[f"s{i}"]) for i in range(size)]) / safe
+    variance = np.array([_from_fixed(singles[f"q{i}"]) for i in range(size)]) / safe - mean**2
+    pairs = [(i, j) for i in range(size) for j in range(i + 1, size)]
+    matrix = np.eye(size)
+    for start in range(0, len(pairs), PAIRS_PER_JOB // 2):
+        chunk = pairs[start: start + PAIRS_PER_JOB // 2]
+        row = frame.agg(
+            *[_exact_sum(value[i] * value[j]).alias(f"p{k}") for k, (i, j) in enumerate(chunk)],
+            *[F.count(value[i] * value[j]).alias(f"c{k}") for k, (i, j) in enumerate(chunk)],
+        ).first()
+        assert row is not None
+        for k, (i, j) in enumerate(chunk):
+            both = float(row[f"c{k}"] or 0)
+            if both < 3 or variance[i] <= 1e-12 or variance[j] <= 1e-12:
+                continue
+            covariance = _from_fixed(row[f"p{k}"]) / both - mean[i] * mean[j]
+            rho = covariance / math.sqrt(variance[i] * variance[j])
+            if abs(rho) < 2 / math.sqrt(both):
+                # Within two standard errors of zero: noise, which would only blur the draws.
+                continue
+            matrix[i, j] = matrix[j, i] = max(-1.0, min(1.0, rho))
+    return matrix
+
+
+def _spread(fitted: TableModel, relationships: dict[str, RelationshipModel], dimension: str) -> float:
+    """Return how much of a dimension's rank correlation survives the spreading of ties (1 when continuous).
+
+    A value shared by a share ``w`` of rows gets a random rank inside its interval,
+    which scales the covariance with any other rank by about ``1 - sum(w**3)`` (exact
+    when the dependence is linear in the ranks). Dividing the measured correlation
+    by this factor recovers the copula's own correlation.
+    """
+    if dimension.startswith(COUNT_PREFIX):
+        weights = [float(p) for p in relationships[dimension[len(COUNT_PREFIX):]].count_parents]
+    else:
+        dist = fitted.column(dimension).distribution
+        if dist["type"] in ("discrete", "categorical"):
+            weights = [float(w) for w in dist["weights"]]
+        elif dist["type"] == "boolean":
+            weights = [dist["true_fraction"], 1 - dist["true_fraction"]]
+        else:
+            return 1.0
+    shares = np.asarray(weights, dtype="float64") / max(sum(weights), 1e-12)
+    return float(max(0.05, 1.0 - np.sum(shares**3)))
+
+
+def nearest_correlation(matrix: np.ndarray, floor: float = 1e-6) -> np.ndarray:
+    """Return a positive definite correlation matrix close to ``matrix`` (eigenvalues clipped, unit diagonal)."""
+    symmetric = (matrix + matrix.T) / 2
+    values, vectors = np.linalg.eigh(symmetric)
+    clipped = vectors @ np.diag(np.maximum(values, floor)) @ vectors.T
+    scale = np.sqrt(np.diag(clipped))
+    result = clipped / np.outer(scale, scale)
+    np.fill_diagonal(result, 1.0)
+    return result
+
+
+def fit_dependence(
+    plan: Plan,
+    tables: dict[str, TableModel],
+    relationships: dict[str, RelationshipModel],
+    frames: dict[str, DataFrame],
+    seed: int,
+) -> dict[str, dict[str, Any]]:
+    """Return each table's copula: its dimensions, its parent's dimensions and their correlation matrix."""
+    dimensions = {name: table_dimensions(plan, tables[name], relationships) for name in plan.order}
+    cached: list[DataFrame] = []
+    parent_ranks: dict[str, DataFrame] = {}
+
+    def ranks_of_parent(name: str) -> DataFrame:
+        # Computed once per parent table and kept, because each of its children joins it.
+        if name not in parent_ranks:
+            keys = [c for rel in child_relationships(plan, name) for c in rel.parent_columns]
+            frame = _rank_frame(plan, tables[name], dimensions[name], frames, relationships, seed, keys)
+            parent_ranks[name] = frame.persist(StorageLevel.MEMORY_AND_DISK)
+            cached.append(parent_ranks[name])
+        return parent_ranks[name]
+
+    result: dict[str, dict[str, Any]] = {}
+    try:
+        for table in plan.order:
+            own = dimensions[table]
+            if not own:
+                continue
+            driver = plan.tables[table].driver
+            parent_dims = dimensions[driver.parent][:MAX_PARENT_DIMENSIONS] if driver is not None else []
+            keep = list(driver.columns) if driver is not None and parent_dims else []
+            ranks = _rank_frame(plan, tables[table], own, frames, relationships, seed, keep)
+            ranks = _sample_filter(ranks, tables[table].rows, seed, table)
+            size = len(own)
+            if parent_dims:
+                assert driver is not None
+                parent = ranks_of_parent(driver.parent).select(
+                    *[qcol(p).alias(c) for p, c in zip(driver.parent_columns, driver.columns)],
+                    F.slice(qcol(_U), 1, len(parent_dims)).alias(_PU),
+                )
+                joined = ranks.join(parent, on=list(driver.columns), how="left")
+                missing = F.array_repeat(F.lit(None).cast("double"), len(parent_dims))
+                ranks = joined.select(F.concat(qcol(_U), F.coalesce(qcol(_PU), missing)).alias(_U))
+                size += len(parent_dims)
+            result[table] = _fit_table(tables, relationships, table, own, driver, parent_dims, ranks, size)
+    finally:
+        for frame in cached:
+            frame.unpersist()
+    return result
+
+
+def _fit_table(
+    tables: dict[str, TableModel],
+    relationships: dict[str, RelationshipModel],
+    table: str,
+    own: list[str],
+    driver: Relationship | None,
+    parent_dims: list[str],
+    ranks: DataFrame,
+    size: int,
+) -> dict[str, Any]:
+    """Return one table's copula from its sampled ranks (own dimensions first, then the parent's)."""
+    parent_mean: list[float] = []
+    parent_std: list[float] = []
+    if size > 1:
+        sample = ranks.persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            rho = _correlations(sample, size)
+            if parent_dims:
+                parent_mean, parent_std = _parent_moments(sample, len(own), len(parent_dims))
+        finally:
+            sample.unpersist()
+    else:
+        rho = np.eye(1)
+    # Parent ranks are not spread the parent's way over child rows (parents with many children
+    # weigh more), so only the table's own dimensions are corrected.
+    spread = np.array([_spread(tables[table], relationships, d) for d in own] + [1.0] * len(parent_dims))
+    rho = np.clip(rho / np.outer(spread, spread), -0.999, 0.999)
+    np.fill_diagonal(rho, 1.0)
+    # Spearman's rho of a Gaussian pair is (6 / pi) asin(r / 2), so r = 2 sin(pi rho / 6).
+    gaussian = nearest_correlation(2 * np.sin(np.pi * rho / 6))
+    strongest = np.max(np.abs(gaussian - np.eye(size))) if size > 1 else 0.0
+    logger.info(
+        "fit %s: copula over %d dimension(s) and %d parent dimension(s), strongest |r| %.2f",
+        table, len(own), len(parent_dims), strongest,
+    )
+    return {
+        "dimensions": own,
+        "parent": driver.name if parent_dims and driver is not None else None,
+        "parent_dimensions": parent_dims,
+        "parent_mean": parent_mean,
+        "parent_std": parent_std,
+        "correlation": [[round(float(v), 6) for v in row] for row in gaussian],
+    }
+
+
+def _parent_moments(sample: DataFrame, own: int, parent: int) -> tuple[list[float], list[float]]:
+    """Return the mean and standard deviation of each parent normal score over the child rows.
+
+    Parents with many children weigh more among child rows, so there the parent's
+    scores are not standard normal (the score of the child count itself least of
+    all). Generation standardises them with these moments before conditioning.
+    """
+    levels = [i / 100 for i in range(1, 100)]
+    row = sample.agg(
+        *[F.percentile_approx(F.element_at(qcol(_U), own + k + 1), levels, 1000).alias(f"q{k}") for k in range(parent)]
+    ).first()
+    assert row is not None
+    means, deviations = [], []
+    for k in range(parent):
+        quantiles = row[f"q{k}"]
+        if not quantiles:
+            means.append(0.0)
+            deviations.append(1.0)
+            continue
+        scores = np.array([_NORMAL.inv_cdf(min(max(float(q), 1e-6), 1 - 1e-6)) for q in quantiles])
+        means.append(round(float(scores.mean()), 6))
+        # The 1%..99% quantiles hold 98 % of the mass, so their spread understates the whole a little.
+        deviations.append(round(float(max(scores.std(), 0.05)), 6))
+    return means, deviations
+
+
+# Generate: correlated normal scores.
+
+
+def normal(seed: int, table: str, dimension: int, index: Column | None = None) -> Column:
+    """Return a standard normal draw per row from one 64-bit hash (Box-Muller on its two halves)."""
+    index = qcol(ROW_INDEX) if index is None else index
+    hashed = F.xxhash64(F.lit(seed).cast("long"), F.lit(table), F.lit("copula"), F.lit(dimension), index)
+    high = (F.shiftrightunsigned(hashed, 32).cast("double") + F.lit(0.5)) / F.lit(_TWO_POW_32)
+    low = (hashed.bitwiseAND(F.lit(0xFFFFFFFF)).cast("double") + F.lit(0.5)) / F.lit(_TWO_POW_32)
+    return F.sqrt(F.lit(-2.0) * F.log(high)) * F.cos(F.lit(2 * math.pi) * low)
+
+
+def normal_cdf(x: Column) -> Column:
+    """Return Phi(x), the standard normal CDF, to a relative accuracy of about 1e-7.
+
+    Spark SQL has no erf; this is the Chebyshev fit of erfc from Numerical Recipes.
+    """
+    z = F.abs(x) / F.lit(math.sqrt(2.0))
+    t = F.lit(1.0) / (F.lit(1.0) + F.lit(0.5) * z)
+    coefficients = [
+        -1.26551223, 1.00002368, 0.37409196, 0.09678418, -0.18628806,
+        0.27886807, -1.13520398, 1.48851587, -0.82215223, 0.17087277,
+    ]
+    poly: Column = F.lit(coefficients[-1])
+    for c in reversed(coefficients[:-1]):
+        poly = F.lit(c) + t * poly
+    tail = F.lit(0.5) * t * F.exp(-z * z + poly)
+    u = F.when(x >= 0, F.lit(1.0) - tail).otherwise(tail)
+    return F.least(F.greatest(u, F.lit(1e-12)), F.lit(1.0 - 1e-12))
+
+
+def normal_cdf_numpy(x: np.ndarray) -> np.ndarray:
+    """Return the same approximation of Phi as :func:`normal_cdf`, in NumPy (for tests)."""
+    z = np.abs(x) / math.sqrt(2.0)
+    t = 1.0 / (1.0 + 0.5 * z)
+    coefficients = [
+        -1.26551223, 1.00002368, 0.37409196, 0.09678418, -0.18628806,
+        0.27886807, -1.13520398, 1.48851587, -0.82215223, 0.17087277,
+    ]
+    poly = np.full_like(t, coefficients[-1])
+    for c in reversed(coefficients[:-1]):
+        poly = c + t * poly
+    tail = 0.5 * t * np.exp(-z * z + poly)
+    return np.where(x >= 0, 1.0 - tail, tail)
+
+
+def _linear(coefficients: np.ndarray, terms: list[Column]) -> Column:
+    total: Column | None = None
+    for weight, term in zip(coefficients, terms):
+        if abs(weight) < 1e-12:
+            continue
+        part = term * F.lit(float(weight))
+        total = part if total is None else total + part
+    return F.lit(0.0) if total is None else total
+
+
+def _cholesky(matrix: np.ndarray) -> np.ndarray:
+    return np.linalg.cholesky(nearest_correlation(matrix) if matrix.shape[0] else matrix)
+
+
+def _psd_factor(matrix: np.ndarray) -> np.ndarray:
+    """Return L with L L^T = matrix for a positive semi-definite matrix (eigen-decomposition, no inverse)."""
+    values, vectors = np.linalg.eigh((matrix + matrix.T) / 2)
+    return vectors @ np.diag(np.sqrt(np.maximum(values, 0.0)))
+
+
+def with_normal_scores(frame: DataFrame, dependence: dict[str, Any], seed: int, table: str) -> DataFrame:
+    """Add the array column ``Z`` of one table's dimensions, conditioned on ``PARENT_Z`` when the frame has it.
+
+    With parent dimensions ``p`` and own dimensions ``c``, ``z_c = A z_p + L e``
+    where ``A = S_cp S_pp^-1``, ``L L^T = S_cc - A S_pc`` and ``z_p`` is the
+    parent's score standardised with its mean and deviation over child rows. A
+    row whose parent is unknown (a null key) draws ``z_p`` from ``N(0, S_pp)``.
+    Independent normals and parent scores are columns of their own, so Spark
+    computes each once per row instead of once per use.
+    """
+    own = len(dependence["dimensions"])
+    parent = len(dependence["parent_dimensions"]) if PARENT_Z in frame.columns else 0
+    sigma = np.asarray(dependence["correlation"], dtype="float64")
+    frame = frame.withColumn(_NOISE, F.array(*[normal(seed, table, k) for k in range(own + parent)]))
+    noise = [F.element_at(qcol(_NOISE), k + 1) for k in range(own + parent)]
+    if parent == 0:
+        factor = _cholesky(sigma[:own, :own])
+        scores = F.array(*[_linear(factor[i, : i + 1], noise[: i + 1]) for i in range(own)])
+        return frame.withColumn(Z, scores).drop(_NOISE, PARENT_Z)
+    s_cc = sigma[:own, :own]
+    s_cp = sigma[:own, own:]
+    s_pp = sigma[own:, own:]
+    # A pseudo-inverse, because parent columns can be nearly collinear (district statistics are).
+    regression = s_cp @ np.linalg.pinv(s_pp, rcond=1e-6)
+    factor = _psd_factor(s_cc - regression @ s_cp.T)
+    drawn_parent = _cholesky(s_pp)
+    fallback = F.array(*[_linear(drawn_parent[i, : i + 1], noise[own: own + i + 1]) for i in range(parent)])
+    mean = dependence.get("parent_mean") or [0.0] * parent
+    deviation = dependence.get("parent_std") or [1.0] * parent
+    standardised = F.array(
+        *[(F.element_at(qcol(PARENT_Z), k + 1) - F.lit(mean[k])) / F.lit(deviation[k]) for k in range(parent)]
+    )
+    frame = frame.withColumn(_KNOWN, F.when(qcol(PARENT_Z).isNull(), fallback).otherwise(standardised))
+    known = [F.element_at(qcol(_KNOWN), k + 1) for k in range(parent)]
+    scores = F.array(*[_linear(regression[i], known) + _linear(factor[i], noise[:own]) for i in range(own)])
+    return frame.withColumn(Z, scores).drop(_NOISE, _KNOWN, PARENT_Z)
+
+
+def dimension_uniform(dependence: dict[str, Any] | None, dimension: str) -> Column | None:
+    """Return ``Phi(z)`` of ``dimension`` from the table's ``Z`` column, or None when it is not modelled."""
+    if dependence is None or dimension not in dependence["dimensions"]:
+        return None
+    return normal_cdf(F.element_at(qcol(Z), dependence["dimensions"].index(dimension) + 1))
+
+
+def dimension_score(dependence: dict[str, Any] | None, dimension: str) -> Column | None:
+    """Return ``z`` of ``dimension`` (ordered like its uniform), or None when it is not modelled."""
+    if dependence is None or dimension not in dependence["dimensions"]:
+        return None
+    return F.element_at(qcol(Z), dependence["dimensions"].index(dimension) + 1)

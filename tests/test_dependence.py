@@ -1,0 +1,174 @@
+"""The copula keeps dependence within a table, between child counts and parents, and across two hops."""
+
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+from scipy import stats
+
+from synthspark.config import parse_config
+from synthspark.dependence import (
+    nearest_correlation,
+    normal,
+    normal_cdf,
+    normal_cdf_numpy,
+)
+from synthspark.fit import fit
+from synthspark.generate import generate
+from tests.conftest import write_csv
+
+REGIONS = 40
+CUSTOMERS = 1500
+
+
+def write_shop(folder: Path, seed: int = 3) -> Path:
+    """Write region -> customer -> purchase CSVs in which every link carries a strong dependence.
+
+    Wealthier regions have richer customers. Richer customers are older, more often
+    'premium', buy more often and spend more. Large purchases go online more often.
+    """
+    rng = random.Random(seed)
+    regions = []
+    for i in range(1, REGIONS + 1):
+        wealth = rng.gauss(0, 1)
+        regions.append((i, round(50 + 20 * wealth, 3), rng.choice(["urban", "rural"])))
+    customers = []
+    purchases = []
+    for i in range(1, CUSTOMERS + 1):
+        region = rng.choice(regions)
+        latent = 0.8 * (region[1] - 50) / 20 + 0.6 * rng.gauss(0, 1)
+        income = round(math.exp(10 + 0.5 * latent), 2)
+        age = int(max(18, min(90, 45 + 10 * (0.7 * latent + 0.7 * rng.gauss(0, 1)))))
+        segment = "premium" if latent + 0.5 * rng.gauss(0, 1) > 0.6 else "standard"
+        customers.append((i, region[0], income, age, segment))
+        for _ in range(rng.choice([0, 1]) + int(max(0.0, 3 + 3 * latent + rng.gauss(0, 1)))):
+            amount = round(math.exp(3 + 0.6 * latent + 0.5 * rng.gauss(0, 1)), 2)
+            channel = "online" if math.log(amount) - 3 + 0.4 * rng.gauss(0, 1) > 0.3 else "store"
+            purchases.append((len(purchases) + 1, i, amount, channel))
+    write_csv(folder, "region.csv", ["region_id", "wealth", "kind"], regions)
+    write_csv(folder, "customer.csv", ["customer_id", "region_id", "income", "age", "segment"], customers)
+    write_csv(folder, "purchase.csv", ["purchase_id", "customer_id", "amount", "channel"], purchases)
+    return folder
+
+
+def shop_config(source: Path, dependence: str) -> dict[str, Any]:
+    return {
+        "name": "shop",
+        "source_root": str(source),
+        "tables": {
+            "region": {
+                "source": {"path": "region.csv", "format": "csv"},
+                "primary_key": "region_id",
+                "columns": {"region_id": "id", "wealth": "numerical", "kind": "categorical"},
+            },
+            "customer": {
+                "source": {"path": "customer.csv", "format": "csv"},
+                "primary_key": "customer_id",
+                "columns": {
+                    "customer_id": "id", "region_id": "id", "income": "numerical", "age": "numerical",
+                    "segment": "categorical",
+                },
+                "foreign_keys": [{"columns": "region_id", "parent": "region"}],
+            },
+            "purchase": {
+                "source": {"path": "purchase.csv", "format": "csv"},
+                "primary_key": "purchase_id",
+                "columns": {
+                    "purchase_id": "id", "customer_id": "id", "amount": "numerical", "channel": "categorical",
+                },
+                "foreign_keys": [{"columns": "customer_id", "parent": "customer"}],
+            },
+        },
+        "generation": {"scale": 1.0, "seed": 5},
+        "model": {"dependence": dependence},
+        "output": {"format": "delta", "path": str(source.parent / f"out-{dependence}")},
+        "tracking": {"enabled": False},
+    }
+
+
+def _measures(tables: dict[str, pd.DataFrame]) -> dict[str, float]:
+    """Return the rank correlations the tests compare, from pandas copies of the three tables."""
+    region, customer, purchase = tables["region"], tables["customer"], tables["purchase"]
+    counts = purchase.groupby("customer_id").size().rename("purchases")
+    customer = customer.join(counts, on="customer_id").fillna({"purchases": 0})
+    joined = purchase.merge(customer, on="customer_id").merge(region, on="region_id")
+    premium = (customer["segment"] == "premium").astype(float)
+    online = (joined["channel"] == "online").astype(float)
+    return {
+        "income~age": stats.spearmanr(customer["income"], customer["age"])[0],
+        "income~premium": stats.spearmanr(customer["income"], premium)[0],
+        "income~purchases": stats.spearmanr(customer["income"], customer["purchases"])[0],
+        "amount~income": stats.spearmanr(joined["amount"], joined["income"])[0],
+        "amount~online": stats.spearmanr(joined["amount"], online)[0],
+        "amount~wealth (2 hops)": stats.spearmanr(joined["amount"], joined["wealth"])[0],
+    }
+
+
+@pytest.fixture(scope="module")
+def shop(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, float]]:
+    """Fit and generate the shop database with and without the copula; return the measures of each."""
+    source = write_shop(tmp_path_factory.mktemp("shop") / "src")
+    results: dict[str, dict[str, float]] = {}
+    for dependence in ("copula", "independent"):
+        config = parse_config(shop_config(source, dependence))
+        model = fit(spark, config)
+        database = generate(spark, model, config)
+        try:
+            results[dependence] = _measures({name: frame.toPandas() for name, frame in database.tables.items()})
+        finally:
+            database.unpersist()
+    real = {
+        name: pd.read_csv(source / f"{name}.csv") for name in ("region", "customer", "purchase")
+    }
+    results["real"] = _measures(real)
+    return results
+
+
+@pytest.mark.parametrize(
+    "measure",
+    ["income~age", "income~premium", "income~purchases", "amount~income", "amount~online", "amount~wealth (2 hops)"],
+)
+def test_copula_keeps_rank_correlation(shop: dict[str, dict[str, float]], measure: str) -> None:
+    real = shop["real"][measure]
+    copula = shop["copula"][measure]
+    independent = shop["independent"][measure]
+    assert real > 0.3, f"the test data should carry {measure}: {real:.2f}"
+    # Independent columns lose the dependence, and the copula keeps most of it.
+    assert abs(independent) < 0.15, f"{measure}: independent columns give {independent:.2f}"
+    assert copula >= 0.7 * real, f"{measure}: real {real:.2f}, copula {copula:.2f}"
+    assert copula <= real + 0.15, f"{measure}: real {real:.2f}, copula {copula:.2f}"
+
+
+def test_normal_cdf_matches_scipy(spark: SparkSession) -> None:
+    points = np.linspace(-8, 8, 161)
+    frame = spark.createDataFrame([(float(x),) for x in points], "x double")
+    computed = np.array([row[0] for row in frame.select(normal_cdf(F.col("x"))).collect()])
+    expected = np.clip(stats.norm.cdf(points), 1e-12, 1 - 1e-12)
+    assert np.max(np.abs(computed - expected)) < 1e-7
+    assert np.max(np.abs(normal_cdf_numpy(points) - stats.norm.cdf(points))) < 1e-7
+
+
+def test_hashed_normals_are_standard(spark: SparkSession) -> None:
+    frame = spark.range(20_000).select(normal(1, "t", 0, F.col("id")).alias("z"), normal(1, "t", 1, F.col("id")).alias("w"))
+    values = frame.toPandas()
+    assert abs(values["z"].mean()) < 0.03
+    assert abs(values["z"].std() - 1) < 0.03
+    assert abs(np.corrcoef(values["z"], values["w"])[0, 1]) < 0.03
+    assert stats.kstest(values["z"], "norm").pvalue > 0.001
+
+
+def test_nearest_correlation_repairs_matrix() -> None:
+    # Pairwise estimates can contradict each other: a ~ b, b ~ c, but a !~ c.
+    broken = np.array([[1.0, 0.9, 0.9], [0.9, 1.0, -0.9], [0.9, -0.9, 1.0]])
+    repaired = nearest_correlation(broken)
+    assert np.all(np.linalg.eigvalsh(repaired) > 0)
+    assert np.allclose(np.diag(repaired), 1.0)
+    np.linalg.cholesky(repaired)
