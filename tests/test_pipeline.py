@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import pytest
@@ -68,6 +69,30 @@ def bank_run(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory, mlfl
     finally:
         os.environ["MLFLOW_TRACKING_URI"] = previous
     return config, result, tmp_path
+
+
+@pytest.fixture(scope="module")
+def cli_run(bank_run) -> dict[str, Any]:
+    """Run fit, generate and evaluate as three command-line calls with the bank run's source and seed.
+
+    Returns the config file, the output and model folders, each call's exit code, and whether
+    the model and a table existed after the fit call.
+    """
+    import yaml
+
+    config, _, tmp_path = bank_run
+    config_file = tmp_path / "cli.yaml"
+    config_file.write_text(yaml.safe_dump(bank_config(tmp_path / "src", tmp_path / "unused")), encoding="utf-8")
+    output = tmp_path / "cli-out"
+    model = tmp_path / "cli-model"
+    common = ["--output", str(output), "--model", str(model), "--seed", str(config.generation.seed)]
+    run = {"config_file": config_file, "output": output, "model": model, "common": common}
+    run["fit"] = main(["fit", str(config_file), *common])
+    run["model_after_fit"] = (model / "model.json").is_file()
+    run["table_after_fit"] = (output / "branch").exists()
+    run["generate"] = main(["generate", str(config_file), *common])
+    run["evaluate"] = main(["evaluate", str(config_file), *common])
+    return run
 
 
 def test_run_writes_delta_tables_with_valid_keys(spark: SparkSession, bank_run) -> None:
@@ -144,17 +169,17 @@ def test_rare_categories_never_reach_model_or_output(spark: SparkSession, bank_r
     assert channels == {"card", "wire", "cash"}
 
 
-def test_same_seed_same_tables_other_seed_differs(spark: SparkSession, bank_run, tmp_path: Path) -> None:
+def test_same_seed_same_tables_other_seed_differs(
+    spark: SparkSession, bank_run, cli_run: dict[str, Any], tmp_path: Path
+) -> None:
+    # The command-line run fitted its own model from the same source and generated with the same seed.
     config, _, source_tmp = bank_run
-    again = parse_config(bank_config(source_tmp / "src", tmp_path / "again", tracking={"enabled": False},
-                                     generation={"scale": 1.0, "seed": 11}))
     other = parse_config(bank_config(source_tmp / "src", tmp_path / "other", tracking={"enabled": False},
                                      generation={"scale": 1.0, "seed": 12}))
-    run_pipeline(spark, again, stages=("fit", "generate"))
     model_dir = str(Path(config.output.path) / "_synthspark_model")
     run_pipeline(spark, other, model_dir=model_dir, stages=("generate",))
     first = read_tables(spark, config.output, TABLES)
-    second = read_tables(spark, again.output, TABLES)
+    second = read_tables(spark, config.output.model_copy(update={"path": str(cli_run["output"])}), TABLES)
     third = read_tables(spark, other.output, TABLES)
     for table in TABLES:
         assert_same_rows(first[table], second[table])
@@ -216,23 +241,16 @@ def test_orphan_policy_is_applied_and_counted(spark: SparkSession, tmp_path: Pat
     assert_integrity(read_tables(spark, config.output, TABLES))
 
 
-def test_cli_stages_run_separately(spark: SparkSession, tmp_path: Path) -> None:
-    source = write_bank(tmp_path / "src")
-    config_file = tmp_path / "bank.yaml"
-    import yaml
-
-    config_file.write_text(yaml.safe_dump(bank_config(source, tmp_path / "unused")), encoding="utf-8")
-    output = tmp_path / "cli-out"
-    model = tmp_path / "model"
-    common = ["--output", str(output), "--model", str(model), "--seed", "5"]
-    assert main(["fit", str(config_file), *common]) == 0
-    assert (model / "model.json").is_file()
-    assert not output.exists() or not (output / "branch").exists()
-    assert main(["generate", str(config_file), *common]) == 0
-    assert main(["evaluate", str(config_file), *common]) == 0
-    report = json.loads((output / "_synthspark_report.json").read_text(encoding="utf-8"))
+def test_cli_stages_run_separately(cli_run: dict[str, Any]) -> None:
+    assert cli_run["fit"] == 0
+    assert cli_run["model_after_fit"]
+    assert not cli_run["table_after_fit"], "fit alone should write no table"
+    assert cli_run["generate"] == 0
+    assert cli_run["evaluate"] == 0
+    report = json.loads((cli_run["output"] / "_synthspark_report.json").read_text(encoding="utf-8"))
     assert report["overall"]["foreign_key_validity"] == 1.0
-    assert main(["generate", str(config_file), *common]) == 2, "second generate must refuse existing output"
+    second = main(["generate", str(cli_run["config_file"]), *cli_run["common"]])
+    assert second == 2, "second generate must refuse existing output"
 
 
 @pytest.mark.parametrize("problem", ["missing_table", "unknown_column", "missing_parent", "cycle"])
