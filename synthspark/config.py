@@ -293,6 +293,25 @@ class ModelSpec(_Strict):
     )
 
 
+class EvaluationSpec(_Strict):
+    """Which of the costlier scores an evaluation computes; keys, cardinality, shapes and trends always run."""
+
+    detection: bool = Field(
+        default=True,
+        description="Train a classifier to tell real from synthetic parent rows enriched with child aggregates.",
+    )
+    privacy: bool = Field(
+        default=True,
+        description="Score exact copies of real rows and the distance to the closest real record.",
+    )
+    max_hops: int = Field(
+        default=3,
+        ge=1,
+        le=3,
+        description="Score inter-table trends across chains of up to this many relationships (1 turns chains off).",
+    )
+
+
 class OutputSpec(_Strict):
     """Output location and format of the generated tables."""
 
@@ -330,6 +349,7 @@ class SynthConfig(_Strict):
     tables: dict[str, TableSpec]
     generation: GenerationSpec = Field(default_factory=GenerationSpec)
     model: ModelSpec = Field(default_factory=ModelSpec)
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     output: OutputSpec = Field(default_factory=OutputSpec)
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
 

@@ -63,6 +63,17 @@ def _check_model_matches(model: FittedModel, config: SynthConfig) -> None:
         )
 
 
+def evaluation_options(config: SynthConfig) -> dict[str, Any]:
+    """Return the keyword arguments of :func:`evaluate` that the config's ``evaluation`` section sets."""
+    spec = config.evaluation
+    return {
+        "detection": spec.detection,
+        "privacy": spec.privacy,
+        "max_hops": spec.max_hops,
+        "seed": config.generation.seed,
+    }
+
+
 def _integrity_gate(report: dict[str, Any]) -> None:
     """Raise before publishing when generated keys are not unique or foreign keys do not resolve."""
     problems = []
@@ -183,7 +194,7 @@ def _run_stages(
             synthetic = read_tables(spark, config.output, list(plan.order))
             if sources is None:
                 sources = prepare_sources(spark, config, plan)
-            result.report = evaluate(model, plan, sources.frames, synthetic)
+            result.report = evaluate(model, plan, sources.frames, synthetic, **evaluation_options(config))
             result.seconds["evaluate"] = time.monotonic() - started
             _log_report(result.report, tracker)
             if config.output.path is not None:
@@ -227,7 +238,7 @@ def _generate_and_publish(
     # The checks read the staged tables: cheaper than evaluating the lazy generated
     # frames, which would run generation again.
     started = time.monotonic()
-    report = evaluate(model, plan, real or {}, staging.read())
+    report = evaluate(model, plan, real or {}, staging.read(), **evaluation_options(config))
     result.seconds["evaluate" if real is not None else "check"] = time.monotonic() - started
     _integrity_gate(report)
     if real is not None:

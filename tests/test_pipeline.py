@@ -61,7 +61,8 @@ def assert_same_rows(first: DataFrame, second: DataFrame) -> None:
 def bank_run(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory, mlflow_server: str):
     """Run the whole pipeline once, tracked on a real MLflow server on 127.0.0.1."""
     tmp_path = tmp_path_factory.mktemp("bank")
-    config = _config(tmp_path)
+    # Every score on, so that this run covers detection, privacy and chains end to end.
+    config = _config(tmp_path, evaluation={})
     previous = os.environ["MLFLOW_TRACKING_URI"]
     os.environ["MLFLOW_TRACKING_URI"] = mlflow_server
     try:
@@ -151,6 +152,8 @@ def test_mlflow_server_run_holds_params_metrics_artifacts(bank_run, mlflow_serve
     assert metrics["overall/foreign_key_validity"] == 1.0
     assert "cardinality/transfer.account_id__to__account.account_id" in metrics
     assert "column_shape/transfer/amount" in metrics
+    assert 0.0 <= metrics["overall/detection_accuracy"] <= 1.0
+    assert 0.0 <= metrics["overall/dcr_half_a_share"] <= 1.0
     for stage in ("fit", "generate", "evaluate"):
         assert metrics[f"seconds/{stage}"] > 0
     artifacts = {item.path for item in client.list_artifacts(result.run_id)}
