@@ -3,7 +3,8 @@
 Each table gets a vector of *dimensions*: its modelled value columns and, for every
 relationship in which it is the parent, its number of children. Fit maps every
 source value to its rank ``u`` in (0, 1) under the column's fitted marginal. Tied values and
-categories get a seeded point inside their interval. One Spark aggregation over a
+categories get a seeded point inside their interval. Categories are first put in the order
+of their strongest link with the other dimensions (see :func:`order_categories`). One Spark aggregation over a
 bounded sample measures the rank correlations of all dimension pairs, which become
 the correlation matrix of a Gaussian copula (``2 sin(pi rho / 6)``). A child table's dimensions are measured together with its
 parent's, joined through the table's first foreign key.
@@ -51,6 +52,9 @@ COPULA_TYPES = ("quantiles", "discrete", "categorical", "boolean", "uniform_int"
 # the limit keep their marginal but are drawn independently.
 MAX_DIMENSIONS = 128
 MAX_PARENT_DIMENSIONS = 32
+# Categorical columns with more categories keep their frequency order (the reordering
+# aggregation returns one row per category).
+MAX_ORDERED_CATEGORIES = 2_000
 # Rows of a table used to measure correlations: a seeded, partition-independent sample.
 SAMPLE_ROWS = 200_000
 # Aggregate expressions per Spark job when many dimensions make many pairs.
@@ -442,6 +446,25 @@ def fit_dependence(
             cached.append(parent_ranks[name])
         return parent_ranks[name]
 
+    def sampled_ranks(table: str, driver: Relationship | None, parent_dims: list[str]) -> DataFrame:
+        """Return the sampled rows' ``_U``: the table's own ranks, then its parent's (first foreign key)."""
+        keep = list(driver.columns) if driver is not None and parent_dims else []
+        ranks = _rank_frame(plan, tables[table], dimensions[table], frames, relationships, seed, keep)
+        ranks = _sample_filter(ranks, tables[table].rows, seed, table)
+        if not parent_dims:
+            return ranks
+        assert driver is not None
+        parent = ranks_of_parent(driver.parent).select(
+            *[qcol(p).alias(c) for p, c in zip(driver.parent_columns, driver.columns)],
+            F.slice(qcol(_U), 1, len(parent_dims)).alias(_PU),
+        )
+        joined = ranks.join(parent, on=list(driver.columns), how="left")
+        missing = F.array_repeat(F.lit(None).cast("double"), len(parent_dims))
+        return joined.select(
+            F.concat(qcol(_U), F.coalesce(qcol(_PU), missing)).alias(_U),
+            F.xxhash64(*[qcol(c) for c in driver.columns]).alias(_PARENT_KEY),
+        )
+
     result: dict[str, dict[str, Any]] = {}
     try:
         for table in plan.order:
@@ -450,28 +473,92 @@ def fit_dependence(
                 continue
             driver = plan.tables[table].driver
             parent_dims = dimensions[driver.parent][:MAX_PARENT_DIMENSIONS] if driver is not None else []
-            keep = list(driver.columns) if driver is not None and parent_dims else []
-            ranks = _rank_frame(plan, tables[table], own, frames, relationships, seed, keep)
-            ranks = _sample_filter(ranks, tables[table].rows, seed, table)
-            size = len(own)
-            if parent_dims:
-                assert driver is not None
-                parent = ranks_of_parent(driver.parent).select(
-                    *[qcol(p).alias(c) for p, c in zip(driver.parent_columns, driver.columns)],
-                    F.slice(qcol(_U), 1, len(parent_dims)).alias(_PU),
-                )
-                joined = ranks.join(parent, on=list(driver.columns), how="left")
-                missing = F.array_repeat(F.lit(None).cast("double"), len(parent_dims))
-                ranks = joined.select(
-                    F.concat(qcol(_U), F.coalesce(qcol(_PU), missing)).alias(_U),
-                    F.xxhash64(*[qcol(c) for c in driver.columns]).alias(_PARENT_KEY),
-                )
-                size += len(parent_dims)
+            size = len(own) + len(parent_dims)
+            ranks = sampled_ranks(table, driver, parent_dims)
+            if order_categories(tables[table], own, ranks, size):
+                # Category intervals moved, so the ranks are measured again under the new order.
+                ranks = sampled_ranks(table, driver, parent_dims)
             result[table] = _fit_table(tables, relationships, table, own, driver, parent_dims, ranks, size)
     finally:
         for frame in cached:
             frame.unpersist()
     return result
+
+
+def order_categories(fitted: TableModel, own: list[str], ranks: DataFrame, size: int) -> bool:
+    """Reorder the categories of each categorical dimension along its strongest link with the others.
+
+    A Gaussian copula can only represent links that are monotone in the order of the
+    categories' intervals. Frequency order is arbitrary for that purpose. Each
+    category's mean rank on every other dimension places it in a space where
+    related categories lie close. The categories are sorted by their projection
+    on the first principal axis of that space, weighted by frequency. Returns
+    whether any order changed.
+    """
+    targets = [
+        i for i, d in enumerate(own)
+        if not d.startswith(COUNT_PREFIX)
+        and fitted.column(d).distribution["type"] == "categorical"
+        and 3 <= len(fitted.column(d).distribution["values"]) <= MAX_ORDERED_CATEGORIES
+    ]
+    if not targets or size < 2:
+        return False
+    changed = False
+    sample = ranks.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        for i in targets:
+            dist = fitted.column(own[i]).distribution
+            starts, _ = _weights([float(w) for w in dist["weights"]])
+            # Interval starts after the first: the number at most u is the 0-based category.
+            category = count_below(F.element_at(qcol(_U), i + 1), starts[1:], strict=False)
+            others = [j for j in range(size) if j != i]
+            value = [F.element_at(qcol(_U), j + 1) - F.lit(0.5) for j in others]
+            rows = (
+                sample.where(F.element_at(qcol(_U), i + 1).isNotNull())
+                .groupBy(category.alias("category"))
+                .agg(
+                    F.count(F.lit(1)).alias("rows"),
+                    *[F.count(v).alias(f"n{k}") for k, v in enumerate(value)],
+                    *[_exact_sum(v).alias(f"s{k}") for k, v in enumerate(value)],
+                )
+                .collect()
+            )
+            order = _principal_order(rows, len(dist["values"]), len(others))
+            if order != list(range(len(dist["values"]))):
+                dist["values"] = [dist["values"][k] for k in order]
+                dist["weights"] = [dist["weights"][k] for k in order]
+                changed = True
+    finally:
+        sample.unpersist()
+    return changed
+
+
+def _principal_order(rows: list[Any], categories: int, others: int) -> list[int]:
+    """Return category indexes sorted by their mean ranks' projection on the first principal axis."""
+    means = np.zeros((categories, others))
+    counts = np.zeros(categories)
+    for row in rows:
+        k = int(row["category"])
+        if not 0 <= k < categories:
+            continue
+        present = np.array([float(row[f"n{j}"] or 0) for j in range(others)])
+        sums = np.array([_from_fixed(row[f"s{j}"]) for j in range(others)])
+        means[k] = np.where(present > 0, sums / np.maximum(present, 1.0), 0.0)
+        counts[k] = float(row["rows"])
+    if counts.sum() <= 0 or others == 0:
+        return list(range(categories))
+    weights = counts / counts.sum()
+    centred = means - weights @ means
+    # Rows weighted by the square root of their share, so rare categories' noisy means count less.
+    _, singular, axes = np.linalg.svd(centred * np.sqrt(weights)[:, None], full_matrices=False)
+    if singular.size == 0 or singular[0] <= 1e-9:
+        return list(range(categories))
+    axis = axes[0]
+    # The sign of a principal axis is arbitrary: fix it so the largest component is positive.
+    if axis[np.argmax(np.abs(axis))] < 0:
+        axis = -axis
+    score = np.round(centred @ axis, 9)
+    return sorted(range(categories), key=lambda k: (score[k], k))
 
 
 def _fit_table(

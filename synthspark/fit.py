@@ -410,6 +410,8 @@ class _TableFitter:
     def _frequencies(self, numeric: list[str], categorical: list[str]) -> dict[str, tuple[list[Any], list[int]]]:
         """Return, per column, values seen at least min_category_count times with their counts (one job).
 
+        Numeric columns also keep their minimum and maximum values, whatever their counts.
+
         Numeric values are returned as floats; other values as strings, cast back to the
         column type at generation. At most MAX_STORED_VALUES values per column, most frequent first.
         """
@@ -427,13 +429,19 @@ class _TableFitter:
         from pyspark.sql import Window
 
         rank = Window.partitionBy("i").orderBy(F.desc("count"), F.asc("v"))
+        column_window = Window.partitionBy("i")
+        number = F.when(F.col("i") < F.lit(len(numeric)), F.col("v").cast("double"))
+        # A numeric column's minimum and maximum are kept however rare: the fitted range names
+        # them anyway, and without them generated values would span a narrower range than the source's.
+        extreme = (number == F.min(number).over(column_window)) | (number == F.max(number).over(column_window))
         rows = (
             self.frame.select(F.explode(F.array(*entries)).alias("s"))
             .select("s.i", "s.v")
             .where(F.col("v").isNotNull())
             .groupBy("i", "v")
             .count()
-            .where(F.col("count") >= self.config.model.min_category_count)
+            .withColumn("extreme", F.coalesce(extreme, F.lit(False)))
+            .where((F.col("count") >= self.config.model.min_category_count) | F.col("extreme"))
             .withColumn("rank", F.row_number().over(rank))
             .where(F.col("rank") <= MAX_STORED_VALUES)
             .orderBy("i", "rank")

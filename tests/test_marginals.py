@@ -1,0 +1,80 @@
+"""Fitted marginals that the copula depends on: kept extremes of discrete columns, category order."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from synthspark.config import parse_config
+from synthspark.fit import fit
+from synthspark.generate import generate
+from tests.conftest import write_csv
+
+
+def _config(source: Path, output: Path, columns: dict[str, str]) -> dict:
+    return {
+        "name": "marginals",
+        "source_root": str(source),
+        "tables": {
+            "item": {
+                "source": {"path": "item.csv", "format": "csv"},
+                "primary_key": "item_id",
+                "columns": {"item_id": "id", **columns},
+            },
+        },
+        "generation": {"scale": 4.0, "seed": 2},
+        "output": {"format": "delta", "path": str(output)},
+        "tracking": {"enabled": False},
+    }
+
+
+def test_discrete_column_keeps_rare_extremes(spark: SparkSession, tmp_path: Path) -> None:
+    # 300 twos, 20 ones, one three and two fours: 3 and 4 are rarer than min_category_count (5).
+    engines = [2] * 300 + [1] * 20 + [3] + [4] * 2
+    write_csv(tmp_path / "src", "item.csv", ["item_id", "engines"], [(i, e) for i, e in enumerate(engines)])
+    config = parse_config(_config(tmp_path / "src", tmp_path / "out", {"engines": "numerical"}))
+    model = fit(spark, config)
+    distribution = model.tables["item"].column("engines").distribution
+    assert distribution["type"] == "discrete"
+    # The minimum and maximum stay, so generated values span the source's range. The rare
+    # middle value does not.
+    assert distribution["values"] == [1.0, 2.0, 4.0]
+    database = generate(spark, model, config)
+    try:
+        generated = database.tables["item"].agg(F.min("engines"), F.max("engines")).first()
+    finally:
+        database.unpersist()
+    assert generated[0] == 1
+    assert generated[1] == 4
+
+
+def test_categories_ordered_along_their_link(spark: SparkSession, tmp_path: Path) -> None:
+    """A category link that is not monotone in frequency order survives the copula after reordering.
+
+    The most frequent category sits in the middle of the numeric range. In frequency order
+    (mid, low, high) the copula could not place it between the two others.
+    """
+    rng = random.Random(5)
+    centres = {"mid": 50.0, "low": 10.0, "high": 90.0}
+    labels = ["mid"] * 600 + ["low"] * 250 + ["high"] * 150
+    rows = [(i, label, round(rng.gauss(centres[label], 4.0), 3)) for i, label in enumerate(labels)]
+    write_csv(tmp_path / "src", "item.csv", ["item_id", "grade", "score"], rows)
+    columns = {"grade": "categorical", "score": "numerical"}
+    config = parse_config(_config(tmp_path / "src", tmp_path / "out", columns))
+    model = fit(spark, config)
+    order = model.tables["item"].column("grade").distribution["values"]
+    assert order in (["low", "mid", "high"], ["high", "mid", "low"])
+    database = generate(spark, model, config)
+    try:
+        means = {
+            row["grade"]: row["mean"]
+            for row in database.tables["item"].groupBy("grade").agg(F.avg("score").alias("mean")).collect()
+        }
+    finally:
+        database.unpersist()
+    assert means["low"] < 30, means
+    assert 35 < means["mid"] < 65, means
+    assert means["high"] > 70, means
