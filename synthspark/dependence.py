@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 from pyspark import StorageLevel
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -55,6 +55,8 @@ MAX_PARENT_DIMENSIONS = 32
 # Categorical columns with more categories keep their frequency order (the reordering
 # aggregation returns one row per category).
 MAX_ORDERED_CATEGORIES = 2_000
+# Tables of at most this many generated rows take their uniforms from the ranks of their scores.
+STRATIFIED_ROWS = 20_000
 # Rows of a table used to measure correlations: a seeded, partition-independent sample.
 SAMPLE_ROWS = 200_000
 # Aggregate expressions per Spark job when many dimensions make many pairs.
@@ -73,6 +75,7 @@ MAX_PARENT_SCORE = 4.0
 COUNT_PREFIX = "#children:"
 Z = f"{INTERNAL}z"
 PARENT_Z = f"{INTERNAL}pz"
+U_RANKED = f"{INTERNAL}ur"
 _U = f"{INTERNAL}u"
 _PU = f"{INTERNAL}pu"
 _PARENT_KEY = f"{INTERNAL}pkey"
@@ -774,11 +777,38 @@ def with_normal_scores(frame: DataFrame, dependence: dict[str, Any], seed: int, 
     return frame.withColumn(Z, scores).drop(_NOISE, _KNOWN, PARENT_Z)
 
 
-def dimension_uniform(dependence: dict[str, Any] | None, dimension: str) -> Column | None:
-    """Return ``Phi(z)`` of ``dimension`` from the table's ``Z`` column, or None when it is not modelled."""
+def with_ranked_uniforms(frame: DataFrame, dependence: dict[str, Any], rows: int) -> DataFrame:
+    """Add ``U_RANKED``: per dimension, ``(rank of z - 0.5) / rows`` over the whole table.
+
+    For a small table (at most STRATIFIED_ROWS rows), uniforms taken from the ranks of
+    the scores are evenly spread, so each column follows its fitted distribution
+    without sampling noise (77 independent draws miss a distribution by a KS distance
+    of about 0.1). The ranks keep the order of the scores, so the copula's rank
+    correlations stay. Each rank is a window over all rows of the table, in one partition.
+    """
+    size = len(dependence["dimensions"])
+    ranks = []
+    for k in range(size):
+        ordered = Window.orderBy(F.element_at(qcol(Z), k + 1), qcol(ROW_INDEX))
+        ranks.append((F.row_number().over(ordered).cast("double") - F.lit(0.5)) / F.lit(float(rows)))
+    columns = [f"{INTERNAL}rank{k}" for k in range(size)]
+    for column, rank in zip(columns, ranks):
+        frame = frame.withColumn(column, rank)
+    return frame.withColumn(U_RANKED, F.array(*[qcol(c) for c in columns])).drop(*columns)
+
+
+def dimension_uniform(dependence: dict[str, Any] | None, dimension: str, ranked: bool = False) -> Column | None:
+    """Return the uniform of ``dimension``, or None when it is not modelled.
+
+    It is ``Phi(z)`` from the table's ``Z`` column, or with ``ranked`` the element of
+    ``U_RANKED`` that :func:`with_ranked_uniforms` added.
+    """
     if dependence is None or dimension not in dependence["dimensions"]:
         return None
-    return normal_cdf(F.element_at(qcol(Z), dependence["dimensions"].index(dimension) + 1))
+    index = dependence["dimensions"].index(dimension) + 1
+    if ranked:
+        return F.element_at(qcol(U_RANKED), index)
+    return normal_cdf(F.element_at(qcol(Z), index))
 
 
 def dimension_score(dependence: dict[str, Any] | None, dimension: str) -> Column | None:

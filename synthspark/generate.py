@@ -26,12 +26,15 @@ from synthspark import pii
 from synthspark.config import SynthConfig, parse_config
 from synthspark.dependence import (
     PARENT_Z,
+    STRATIFIED_ROWS,
+    U_RANKED,
     Z,
     count_dimension,
     dimension_score,
     dimension_uniform,
     normal_cdf,
     with_normal_scores,
+    with_ranked_uniforms,
 )
 from synthspark.errors import GenerationError
 from synthspark.model import ColumnModel, FittedModel, RelationshipModel, TableModel
@@ -353,6 +356,8 @@ class _Generator:
         fitted = self.model.tables[table]
         if fitted.dependence is not None:
             frame = with_normal_scores(frame, fitted.dependence, self.seed, table)
+            if count <= STRATIFIED_ROWS:
+                frame = with_ranked_uniforms(frame, fitted.dependence, count)
         check_key_capacity(table, fitted, count)
         key_columns = [c for c in fitted.primary_key if c not in frame.columns]
         frame = frame.select(
@@ -383,20 +388,21 @@ class _Generator:
         fitted = self.model.tables[table]
         frame = self.keys[table]
         outputs = [] if ROW_INDEX not in frame.columns else [qcol(ROW_INDEX)]
+        ranked = U_RANKED in frame.columns
         for column in fitted.columns:
             data_type = _type_of(column)
             if column.name in frame.columns:
                 outputs.append(qcol(column.name).cast(data_type).alias(column.name))
             elif column.stored_as is not None:
                 # Dates modelled as dates, written back in the source's form (20230105 for yyyyMMdd).
-                value = _value_expr(column, data_type, self.seed, table, self.uniform_of(table, column))
+                value = _value_expr(column, data_type, self.seed, table, self.uniform_of(table, column, ranked))
                 stored_type = T._parse_datatype_json_string(column.stored_as["type"])
                 formatted = F.date_format(value, column.stored_as["format"]).cast(stored_type)
                 outputs.append(formatted.alias(column.name))
             elif column.distribution["type"] == "personal":
                 outputs.append(self.personal_expr(table, column).alias(column.name))
             else:
-                value = _value_expr(column, data_type, self.seed, table, self.uniform_of(table, column))
+                value = _value_expr(column, data_type, self.seed, table, self.uniform_of(table, column, ranked))
                 outputs.append(value.alias(column.name))
         result = frame.select(*outputs)
         for column in fitted.columns:
@@ -404,9 +410,9 @@ class _Generator:
                 result = self.exclude_source_values(table, column, result)
         return result.drop(ROW_INDEX)
 
-    def uniform_of(self, table: str, column: ColumnModel) -> Column | None:
+    def uniform_of(self, table: str, column: ColumnModel, ranked: bool = False) -> Column | None:
         """Return the copula's uniform for ``column``, or None when the column is drawn independently."""
-        return dimension_uniform(self.model.tables[table].dependence, column.name)
+        return dimension_uniform(self.model.tables[table].dependence, column.name, ranked)
 
     def personal_expr(self, table: str, column: ColumnModel, candidate: int = 0) -> Column:
         """Return the column's generated personal data (a name, e-mail, ...) with its null share."""
