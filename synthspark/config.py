@@ -294,7 +294,7 @@ class ModelSpec(_Strict):
 
 
 class EvaluationSpec(_Strict):
-    """Which of the costlier scores an evaluation computes; keys, cardinality, shapes and trends always run."""
+    """Switches for the costlier scores of an evaluation. Keys, cardinality, shapes and trends always run."""
 
     detection: bool = Field(
         default=True,

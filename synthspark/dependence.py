@@ -631,19 +631,20 @@ def _conditioning(table: str, parent_dims: list[str], deviations: list[float], p
             "without conditioning on the parent's columns", table, parents, MIN_PARENTS,
         )
         return [False] * len(parent_dims)
-    kept = [d.startswith(COUNT_PREFIX) or s >= MIN_PARENT_DEVIATION for d, s in zip(parent_dims, deviations)]
-    dropped = [d for d, keep in zip(parent_dims, kept) if not keep]
+    conditioned = [d.startswith(COUNT_PREFIX) or s >= MIN_PARENT_DEVIATION for d, s in zip(parent_dims, deviations)]
+    dropped = [d for d, keep in zip(parent_dims, conditioned) if not keep]
     if dropped:
         logger.info(
             "fit %s: parent dimension(s) %s barely vary over child rows (deviation below %.2f) and are "
             "left out of the conditioning", table, ", ".join(dropped), MIN_PARENT_DEVIATION,
         )
-    return kept
+    return conditioned
 
 
 def _parent_moments(sample: DataFrame, own: int, parent: int) -> tuple[list[float], list[float], int]:
-    """Return the mean and standard deviation of each parent normal score over the child rows,
-    and the approximate number of distinct parents those rows reference.
+    """Return each parent score's mean and deviation over the child rows, and how many parents they reference.
+
+    The number of distinct parents is approximate (``approx_count_distinct``).
 
     Parents with many children weigh more among child rows, so there the parent's
     scores are not standard normal (the score of the child count itself least of
@@ -781,14 +782,18 @@ def with_ranked_uniforms(frame: DataFrame, dependence: dict[str, Any], rows: int
     """Add ``U_RANKED``: per dimension, ``(rank of z - 0.5) / rows`` over the whole table.
 
     For a small table (at most STRATIFIED_ROWS rows), uniforms taken from the ranks of
-    the scores are evenly spread, so each column follows its fitted distribution
-    without sampling noise (77 independent draws miss a distribution by a KS distance
-    of about 0.1). The ranks keep the order of the scores, so the copula's rank
+    the scores are evenly spread. Each column then follows its fitted distribution
+    without sampling noise, where 77 independent draws miss it by a KS distance of
+    about 0.1. The ranks keep the order of the scores, so the copula's rank
     correlations stay. Each rank is a window over all rows of the table, in one partition.
+    Child-count dimensions get null, because child counts are handed out in the order of their scores.
     """
     size = len(dependence["dimensions"])
     ranks = []
-    for k in range(size):
+    for k, dimension in enumerate(dependence["dimensions"]):
+        if dimension.startswith(COUNT_PREFIX):
+            ranks.append(F.lit(None).cast("double"))
+            continue
         ordered = Window.orderBy(F.element_at(qcol(Z), k + 1), qcol(ROW_INDEX))
         ranks.append((F.row_number().over(ordered).cast("double") - F.lit(0.5)) / F.lit(float(rows)))
     columns = [f"{INTERNAL}rank{k}" for k in range(size)]

@@ -119,7 +119,7 @@ def bank_config(source: Path, output: Path, **overrides: Any) -> dict[str, Any]:
         },
         "generation": {"scale": 1.0, "seed": 11},
         "model": {"min_category_count": 2},
-        # The costlier scores are on only where a test asks for them (bank_run in test_pipeline.py).
+        # The costlier scores are off except in the tests that need them (bank_run in test_pipeline.py).
         "evaluation": {"detection": False, "privacy": False, "max_hops": 1},
         "output": {"format": "delta", "path": str(output), "mode": "error"},
         "tracking": {"experiment": "synthspark-tests"},
