@@ -36,6 +36,7 @@ from synthspark.quality import (
     value_columns,
 )
 from synthspark.sampling import qcol
+from synthspark.session import limit_generated_methods
 
 logger = logging.getLogger(__name__)
 
@@ -383,6 +384,8 @@ def evaluate(
     at most ``privacy_synthetic_rows`` synthetic rows with ``privacy_real_rows`` rows of
     each real half (see :mod:`synthspark.privacy`). ``seed`` fixes their samples and splits.
     """
+    for frame in list(synthetic.values())[:1]:
+        limit_generated_methods(frame.sparkSession)
     report: dict[str, Any] = {
         "tables": {},
         "relationships": {},

@@ -49,6 +49,7 @@ from synthspark.sampling import (
     qcol,
     uniform,
 )
+from synthspark.session import limit_generated_methods
 from synthspark.sources import read_table
 
 logger = logging.getLogger(__name__)
@@ -649,4 +650,5 @@ def generate(
     """
     config = config or parse_config(model.config, origin="fitted model")
     plan = build_plan(config)
+    limit_generated_methods(spark)
     return _Generator(spark, model, config, plan, sources).run()
