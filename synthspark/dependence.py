@@ -350,7 +350,7 @@ def _sample_filter(frame: DataFrame, rows: int, seed: int, table: str) -> DataFr
 
 def _exact_sum(value: Column) -> Column:
     """Sum in fixed point (2**-32 steps), so the result does not depend on the order rows are added in."""
-    return F.sum(F.round(value * F.lit(_TWO_POW_32)).cast("long"))
+    return F.sum(F.rint(value * F.lit(_TWO_POW_32)).cast("long"))
 
 
 def _from_fixed(value: Any) -> float:

@@ -449,15 +449,15 @@ class _Generator:
 
 def _number_to_type(value: Column, column: ColumnModel, data_type: T.DataType) -> Column:
     if isinstance(data_type, T.DateType):
-        return F.date_from_unix_date(F.round(value).cast("int"))
+        return F.date_from_unix_date(F.rint(value).cast("int"))
     if isinstance(data_type, T.TimestampType):
-        return F.timestamp_micros(F.round(value).cast("long"))
+        return F.timestamp_micros(F.rint(value).cast("long"))
     if isinstance(data_type, T.TimestampNTZType):
-        return F.timestamp_micros(F.round(value).cast("long")).cast("timestamp_ntz")
+        return F.timestamp_micros(F.rint(value).cast("long")).cast("timestamp_ntz")
     if isinstance(data_type, T.DecimalType):
         return F.round(value, data_type.scale).cast(data_type)
     if isinstance(data_type, (T.ByteType, T.ShortType, T.IntegerType, T.LongType)):
-        return F.round(value).cast(data_type)
+        return F.rint(value).cast(data_type)
     return value.cast(data_type)
 
 
@@ -625,7 +625,7 @@ def _random_format_value(dist: dict[str, Any], seed: int, table: str, column: st
 
 def _text_expr(dist: dict[str, Any], u: Column, seed: int, table: str, column: str) -> Column:
     lengths = dist["length_quantiles"]
-    length = F.round(inverse_quantiles(uniform(seed, table, column, "length"), lengths))
+    length = F.rint(inverse_quantiles(uniform(seed, table, column, "length"), lengths))
     letters = "abcdefghijklmnopqrstuvwxyz"
     generated = _random_string(seed, table, column, length, letters)
     if not dist["values"]:
