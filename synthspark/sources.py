@@ -25,6 +25,11 @@ _DATETIME = (T.DateType, T.TimestampType, T.TimestampNTZType)
 # RFC 4180 quoting: a quote inside a quoted field is doubled. Spark's own default
 # escape character is a backslash, which misreads such fields.
 CSV_DEFAULTS = {"header": "true", "inferSchema": "true", "escape": '"', "mode": "FAILFAST"}
+# A single file compressed with one of these codecs cannot be split, so Spark reads it in one
+# task. Such a source is spread over this many partitions after reading: a fixed number, so
+# that the fitted model does not depend on the cluster.
+UNSPLITTABLE_SUFFIXES = (".gz", ".zst", ".lz4", ".snappy", ".deflate")
+SPREAD_PARTITIONS = 8
 
 
 def source_location(config: SynthConfig, table: str) -> str:
@@ -90,6 +95,8 @@ def read_table(spark: SparkSession, config: SynthConfig, table: str) -> DataFram
             f"Check tables.{table}.source and --source"
         ) from None
     check_declared_columns(table, spec, frame.columns)
+    if source.table is None and location.lower().endswith(UNSPLITTABLE_SUFFIXES):
+        frame = frame.repartition(SPREAD_PARTITIONS)
     return _apply_declared_types(table, spec, frame)
 
 
