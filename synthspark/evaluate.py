@@ -36,7 +36,7 @@ from synthspark.quality import (
     value_columns,
 )
 from synthspark.sampling import qcol
-from synthspark.session import limit_generated_methods
+from synthspark.session import tune_session
 
 logger = logging.getLogger(__name__)
 
@@ -385,7 +385,7 @@ def evaluate(
     each real half (see :mod:`synthspark.privacy`). ``seed`` fixes their samples and splits.
     """
     for frame in list(synthetic.values())[:1]:
-        limit_generated_methods(frame.sparkSession)
+        tune_session(frame.sparkSession)
     report: dict[str, Any] = {
         "tables": {},
         "relationships": {},

@@ -32,7 +32,7 @@ from synthspark.errors import ConfigError, SourceDataError, format_examples
 from synthspark.model import ColumnModel, FittedModel, RelationshipModel, TableModel
 from synthspark.plan import Plan, Relationship, build_plan
 from synthspark.sampling import qcol
-from synthspark.session import limit_generated_methods
+from synthspark.session import tune_session
 from synthspark.sources import STORED_AS, read_table
 
 logger = logging.getLogger(__name__)
@@ -172,7 +172,7 @@ def apply_orphan_policy(
 
 def prepare_sources(spark: SparkSession, config: SynthConfig, plan: Plan) -> PreparedSources:
     """Read every source, check primary keys and apply orphan policies, parents first."""
-    limit_generated_methods(spark)
+    tune_session(spark)
     frames: dict[str, DataFrame] = {}
     orphans: dict[str, OrphanReport] = {}
     try:

@@ -51,7 +51,7 @@ from synthspark.sampling import (
     qcol,
     uniform,
 )
-from synthspark.session import limit_generated_methods
+from synthspark.session import tune_session
 from synthspark.sources import read_table
 
 logger = logging.getLogger(__name__)
@@ -656,5 +656,5 @@ def generate(
     """
     config = config or parse_config(model.config, origin="fitted model")
     plan = build_plan(config)
-    limit_generated_methods(spark)
+    tune_session(spark)
     return _Generator(spark, model, config, plan, sources).run()
