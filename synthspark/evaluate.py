@@ -384,8 +384,8 @@ def evaluate(
     at most ``privacy_synthetic_rows`` synthetic rows with ``privacy_real_rows`` rows of
     each real half (see :mod:`synthspark.privacy`). ``seed`` fixes their samples and splits.
     """
-    for frame in list(synthetic.values())[:1]:
-        tune_session(frame.sparkSession)
+    if synthetic:
+        tune_session(next(iter(synthetic.values())).sparkSession)
     report: dict[str, Any] = {
         "tables": {},
         "relationships": {},

@@ -23,8 +23,8 @@ MASTER_ENV = "SYNTHSPARK_MASTER"
 REMOTE_ENV = "SPARK_REMOTE"
 # Session settings that synthspark changes from Spark's default, unless the user set them:
 # setting -> (Spark's default, synthspark's value).
-# - Spark compiles a whole stage into one Java method, and HotSpot interprets methods above
-#   8000 bytes of bytecode instead of compiling them. The rank and copula expressions of a
+# - Spark compiles a whole stage into one Java method, and HotSpot by default interprets
+#   methods above 8000 bytes of bytecode instead of compiling them (DontCompileHugeMethods). The rank and copula expressions of a
 #   wide table exceed that. With Spark's own limit lowered to 8000, Spark splits such stages.
 # - Cached frames keep their 200 shuffle partitions unless adaptive execution may coalesce
 #   them. Every later shuffle of a cached key frame then runs 200 map tasks.
