@@ -236,6 +236,13 @@ class TableSpec(_Strict):
     primary_key: list[str] = Field(default_factory=list)
     columns: dict[str, ColumnSpec] = Field(default_factory=dict)
     foreign_keys: list[ForeignKeySpec] = Field(default_factory=list)
+    reference: bool = Field(
+        default=False,
+        description=(
+            "A public lookup table (airports, districts, currencies) written as it is instead of synthesized. "
+            "It is not scaled; its child tables are still generated, conditioned on its rows."
+        ),
+    )
 
     _normalise_key = field_validator("primary_key", mode="before")(
         lambda value: [] if value is None else _as_list(value)
@@ -403,12 +410,36 @@ class SynthConfig(_Strict):
                         problems.append(
                             f"{where}: parent column '{column}' is not listed under tables.{fk.parent}.columns"
                         )
+        problems += self._reference_problems()
         for table in self.generation.rows:
             if table not in self.tables:
                 problems.append(f"generation.rows: table '{table}' is not declared; declared: {sorted(self.tables)}")
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def _reference_problems(self) -> list[str]:
+        problems = []
+        for name, table in self.tables.items():
+            if not table.reference:
+                continue
+            if table.foreign_keys:
+                problems.append(
+                    f"tables.{name}: a reference table is copied as it is, so it cannot have foreign keys "
+                    f"(it has {len(table.foreign_keys)}); remove 'reference: true' or its foreign_keys"
+                )
+            personal = [c for c, spec in table.columns.items() if spec.kind in PERSONAL_KINDS]
+            if personal:
+                problems.append(
+                    f"tables.{name}: a reference table is copied as it is, but columns {personal} hold personal data "
+                    f"(kinds {sorted({table.columns[c].kind.value for c in personal})}); remove 'reference: true'"
+                )
+            if name in self.generation.rows:
+                problems.append(
+                    f"generation.rows.{name}: a reference table keeps its source rows; remove the row count "
+                    "or 'reference: true'"
+                )
+        return problems
 
     def foreign_key_parent_columns(self, fk: ForeignKeySpec) -> list[str]:
         """Return the parent columns that ``fk`` references (its parent's primary key by default)."""

@@ -299,6 +299,34 @@ def reduce_and(conditions: list[Column]) -> Column:
     return result
 
 
+def _value_ranks(
+    frame: DataFrame, fitted: TableModel, dimensions: list[str], seed: int, jitter_base: DataFrame
+) -> tuple[DataFrame, dict[str, Column], list[str]]:
+    """Return ``frame`` with the grid positions that quantile dimensions need, the value ranks and the added columns.
+
+    The jitter that spreads tied values is a hash of the seed, the dimension and the
+    columns of ``jitter_base``, so a row gets the same rank under any partitioning.
+    """
+    schema = {f.name: f.dataType for f in frame.schema.fields}
+    # Grid positions first, as columns of their own: each is used several times by its rank.
+    positions: dict[str, tuple[Column, Column]] = {}
+    staged = []
+    for i, dimension in enumerate(dimensions):
+        if not dimension.startswith(COUNT_PREFIX) and fitted.column(dimension).distribution["type"] == "quantiles":
+            below, upto = grid_counts(fitted.column(dimension), qcol(dimension), schema[dimension])
+            staged += [below.alias(f"{INTERNAL}below{i}"), upto.alias(f"{INTERNAL}upto{i}")]
+            positions[dimension] = (qcol(f"{INTERNAL}below{i}"), qcol(f"{INTERNAL}upto{i}"))
+    added = [f"{INTERNAL}{side}{i}" for i, d in enumerate(dimensions) if d in positions for side in ("below", "upto")]
+    if staged:
+        frame = frame.select("*", *staged)
+    ranks = {
+        d: rank_expr(fitted.column(d), qcol(d), schema[d], _jitter(jitter_base, seed, d), positions.get(d))
+        for d in dimensions
+        if not d.startswith(COUNT_PREFIX)
+    }
+    return frame, ranks, added
+
+
 def _rank_frame(
     plan: Plan,
     fitted: TableModel,
@@ -321,26 +349,14 @@ def _rank_frame(
             frame = _child_counts(frame, rel, frames[rel.child], name)
     if only is not None:
         frame = frame.join(only, on=keep, how="left_semi")
-    schema = {f.name: f.dataType for f in frame.schema.fields}
-    # Grid positions first, as columns of their own: each is used several times by its rank.
-    positions: dict[str, tuple[Column, Column]] = {}
-    staged = []
-    for i, dimension in enumerate(dimensions):
-        if not dimension.startswith(COUNT_PREFIX) and fitted.column(dimension).distribution["type"] == "quantiles":
-            below, upto = grid_counts(fitted.column(dimension), qcol(dimension), schema[dimension])
-            staged += [below.alias(f"{INTERNAL}below{i}"), upto.alias(f"{INTERNAL}upto{i}")]
-            positions[dimension] = (qcol(f"{INTERNAL}below{i}"), qcol(f"{INTERNAL}upto{i}"))
-    if staged:
-        frame = frame.select("*", *staged)
+    frame, value_ranks, _ = _value_ranks(frame, fitted, dimensions, seed, jitter_base)
     ranks = []
     for dimension in dimensions:
-        jitter = _jitter(jitter_base, seed, dimension)
         if dimension.startswith(COUNT_PREFIX):
             rel_model = relationships[dimension[len(COUNT_PREFIX):]]
-            ranks.append(count_rank_expr(rel_model, qcol(dimension), jitter))
+            ranks.append(count_rank_expr(rel_model, qcol(dimension), _jitter(jitter_base, seed, dimension)))
         else:
-            column = fitted.column(dimension)
-            ranks.append(rank_expr(column, qcol(dimension), schema[dimension], jitter, positions.get(dimension)))
+            ranks.append(value_ranks[dimension])
     return frame.select(*[qcol(c) for c in dict.fromkeys(keep)], F.array(*ranks).alias(_U))
 
 
@@ -720,6 +736,39 @@ def normal_cdf_numpy(x: np.ndarray) -> np.ndarray:
     return np.where(x >= 0, 1.0 - tail, tail)
 
 
+# Acklam's rational approximation of the normal quantile (relative error below 1.2e-9).
+_QUANTILE_A = (-3.969683028665376e01, 2.209460984245205e02, -2.759285104469687e02,
+               1.383577518672690e02, -3.066479806614716e01, 2.506628277459239e00)
+_QUANTILE_B = (-5.447609879822406e01, 1.615858368580409e02, -1.556989798598866e02,
+               6.680131188771972e01, -1.328068155288572e01, 1.0)
+_QUANTILE_C = (-7.784894002430293e-03, -3.223964580411365e-01, -2.400758277161838e00,
+               -2.549732539343734e00, 4.374664141464968e00, 2.938163982698783e00)
+_QUANTILE_D = (7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e00, 3.754408661907416e00, 1.0)
+_QUANTILE_TAIL = 0.02425
+
+
+def _horner(coefficients: tuple[float, ...], x: Column) -> Column:
+    result: Column = F.lit(coefficients[0])
+    for c in coefficients[1:]:
+        result = result * x + F.lit(c)
+    return result
+
+
+def normal_quantile(p: Column) -> Column:
+    """Return Phi^-1(p), the standard normal quantile; p is clipped to [1e-12, 1 - 1e-12] and null stays null."""
+    p = F.least(F.greatest(p, F.lit(1e-12)), F.lit(1.0 - 1e-12))
+    centre = p - F.lit(0.5)
+    r = centre * centre
+    central = _horner(_QUANTILE_A, r) * centre / _horner(_QUANTILE_B, r)
+    q = F.sqrt(F.lit(-2.0) * F.log(F.least(p, F.lit(1.0) - p)))
+    tail = _horner(_QUANTILE_C, q) / _horner(_QUANTILE_D, q)
+    return (
+        F.when(p < F.lit(_QUANTILE_TAIL), tail)
+        .when(p > F.lit(1.0 - _QUANTILE_TAIL), -tail)
+        .otherwise(central)
+    )
+
+
 def _linear(coefficients: np.ndarray, terms: list[Column]) -> Column:
     total: Column | None = None
     for weight, term in zip(coefficients, terms):
@@ -781,6 +830,50 @@ def with_normal_scores(frame: DataFrame, dependence: dict[str, Any], seed: int, 
     scores = F.array(*[_linear(regression[i], known) + _linear(factor[i], noise[:own]) for i in range(own)])
     return frame.withColumn(Z, scores).drop(_NOISE, _KNOWN, PARENT_Z)
 
+
+def with_reference_ranks(frame: DataFrame, fitted: TableModel, dependence: dict[str, Any], seed: int) -> DataFrame:
+    """Add the array column of the value dimensions' ranks of a reference table's source rows, measured as the fit does.
+
+    Persist the result before :func:`with_reference_scores`: the ranks of many
+    quantile dimensions make large expressions, and Spark fails to compile the two
+    steps as one method (it then falls back to slower interpreted code).
+    """
+    dimensions = [d for d in dependence["dimensions"] if not d.startswith(COUNT_PREFIX)]
+    frame, ranks, added = _value_ranks(frame, fitted, dimensions, seed, frame)
+    return frame.withColumn(_U, F.array(*[ranks[d] for d in dimensions])).drop(*added)
+
+
+def with_reference_scores(frame: DataFrame, dependence: dict[str, Any], seed: int, table: str) -> DataFrame:
+    """Replace the ranks of :func:`with_reference_ranks` by the array column ``Z`` of every dimension.
+
+    A value dimension's score is Phi^-1 of the row's rank, so child tables see the
+    scores they were fitted against; a null value draws its score at random.
+    Child-count dimensions ``c`` are drawn given the value dimensions ``o``:
+    ``z_c = A z_o + L e`` with ``A = S_co S_oo^-1`` and ``L L^T = S_cc - A S_oc``.
+    """
+    dimensions = dependence["dimensions"]
+    observed = [k for k, d in enumerate(dimensions) if not d.startswith(COUNT_PREFIX)]
+    drawn = [k for k, d in enumerate(dimensions) if d.startswith(COUNT_PREFIX)]
+    frame = frame.withColumn(
+        _KNOWN,
+        F.array(*[
+            F.coalesce(normal_quantile(F.element_at(qcol(_U), i + 1)), normal(seed, table, k))
+            for i, k in enumerate(observed)
+        ]),
+    )
+    known = [F.element_at(qcol(_KNOWN), i + 1) for i in range(len(observed))]
+    scores: dict[int, Column] = dict(zip(observed, known))
+    if drawn:
+        sigma = np.asarray(dependence["correlation"], dtype="float64")
+        s_co = sigma[np.ix_(drawn, observed)]
+        regression = s_co @ np.linalg.pinv(sigma[np.ix_(observed, observed)], rcond=1e-6)
+        factor = _psd_factor(sigma[np.ix_(drawn, drawn)] - regression @ s_co.T)
+        frame = frame.withColumn(_NOISE, F.array(*[normal(seed, table, k) for k in drawn]))
+        noise = [F.element_at(qcol(_NOISE), j + 1) for j in range(len(drawn))]
+        for j, k in enumerate(drawn):
+            scores[k] = _linear(regression[j], known) + _linear(factor[j], noise)
+    frame = frame.withColumn(Z, F.array(*[scores[k] for k in range(len(dimensions))]))
+    return frame.drop(_U, _KNOWN, _NOISE)
 
 def with_ranked_uniforms(frame: DataFrame, dependence: dict[str, Any], rows: int) -> DataFrame:
     """Add ``U_RANKED``: per dimension, ``(rank of z - 0.5) / rows`` over the whole table.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from functools import reduce
 from typing import Any
 
@@ -370,6 +370,7 @@ def evaluate(
     privacy_synthetic_rows: int = DCR_SYNTHETIC_ROWS,
     privacy_real_rows: int = DCR_REAL_ROWS,
     seed: int = 0,
+    reference: Collection[str] = (),
 ) -> dict[str, Any]:
     """Score the synthetic tables against the real ones; return a JSON-ready report.
 
@@ -383,6 +384,10 @@ def evaluate(
     side (see :mod:`synthspark.detection`). ``privacy`` counts exact copies and compares
     at most ``privacy_synthetic_rows`` synthetic rows with ``privacy_real_rows`` rows of
     each real half (see :mod:`synthspark.privacy`). ``seed`` fixes their samples and splits.
+
+    Tables named in ``reference`` are copies of their source. They get no column
+    shapes, pair trends or privacy scores, which would only measure the copy; their
+    relationships, chains and detection scores are computed as for other tables.
     """
     if synthetic:
         tune_session(next(iter(synthetic.values())).sparkSession)
@@ -417,7 +422,10 @@ def evaluate(
             entry["rows"] = entry["primary_key"]["rows"]
         else:
             entry["rows"] = frame.count()
-        if table in real:
+        if table in reference:
+            entry["reference"] = True
+            logger.info("evaluate %s: %d rows, a reference table copied from its source", table, entry["rows"])
+        elif table in real:
             entry.update(_table_quality(real[table], frame, fitted, max_column_pairs))
             _warn_skipped(table, entry["column_pairs_skipped"], max_column_pairs)
             logger.info(
@@ -455,7 +463,7 @@ def evaluate(
                 _format(entry["detection"]["accuracy"]), _format(entry["detection"]["auc"]),
                 entry["detection"]["test_rows"], time.monotonic() - started,
             )
-        if privacy:
+        if privacy and table not in reference:
             started = time.monotonic()
             entry["privacy"] = privacy_scores(
                 real[table], synthetic[table], value_columns(model.tables[table].columns), seed=seed,

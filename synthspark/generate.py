@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 from pyspark import StorageLevel
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -36,6 +36,8 @@ from synthspark.dependence import (
     score_histograms,
     with_normal_scores,
     with_ranked_uniforms,
+    with_reference_ranks,
+    with_reference_scores,
     with_score_uniforms,
 )
 from synthspark.errors import GenerationError
@@ -235,6 +237,12 @@ class _Generator:
         if score is not None:
             frame = _with_ranks(self.spark, frame, score, rows)
         counts = _sample_counts(self.seed, rel.child, fitted_rel, purpose, rows, ranked=score is not None)
+        scale = self.config.generation.scale
+        if self.config.tables[rel.parent].reference and scale != 1:
+            # A reference table keeps its rows, so its children scale through their counts,
+            # rounded up or down at random so that the total follows the scale.
+            bump = uniform(self.seed, rel.child, rel.name, purpose, "scale", index=qcol(PARENT_INDEX))
+            counts = F.floor(counts.cast("double") * F.lit(float(scale)) + bump).cast("long")
         if Z in parent.columns:
             frame = frame.drop(Z)
         return frame, counts
@@ -348,7 +356,30 @@ class _Generator:
         logger.info("generate %s: %s as a forest with %d root(s)", table, rel.describe(), roots)
         return frame.withColumn(SLOT, slot).join(exploded, on=SLOT, how="left").drop(SLOT)
 
+    def reference_keys(self, table: str) -> DataFrame:
+        """Return the source rows of a reference table, indexed in primary-key order, with their scores."""
+        started = time.monotonic()
+        fitted = self.model.tables[table]
+        source = self.source(table)
+        order = [qcol(c) for c in (fitted.primary_key or source.columns)]
+        # NOTE: a window over the whole table runs in one partition; reference tables are lookup tables.
+        index = (F.row_number().over(Window.orderBy(*order)) - F.lit(1)).cast("long")
+        frame = source.withColumn(ROW_INDEX, index)
+        if fitted.dependence is not None:
+            ranked = with_reference_ranks(frame, fitted, fitted.dependence, self.seed)
+            ranked = ranked.persist(StorageLevel.MEMORY_AND_DISK)
+            self.cached.append(ranked)
+            frame = with_reference_scores(ranked, fitted.dependence, self.seed, table)
+        frame = frame.persist(StorageLevel.MEMORY_AND_DISK)
+        self.cached.append(frame)
+        self.rows[table] = frame.count()
+        logger.info("generate %s: %d source rows copied as a reference table, %.1f s",
+                    table, self.rows[table], time.monotonic() - started)
+        return frame
+
     def generate_keys(self, table: str, table_plan: TablePlan) -> DataFrame:
+        if self.config.tables[table].reference:
+            return self.reference_keys(table)
         started = time.monotonic()
         if table_plan.driver is None:
             frame, count = self.root_frame(table)
@@ -396,6 +427,8 @@ class _Generator:
     def finish(self, table: str) -> DataFrame:
         fitted = self.model.tables[table]
         frame = self.keys[table]
+        if self.config.tables[table].reference:
+            return frame.select(*[_source_form(qcol(c.name), c).alias(c.name) for c in fitted.columns])
         outputs = [] if ROW_INDEX not in frame.columns else [qcol(ROW_INDEX)]
         ranked = U_RANKED in frame.columns
         for column in fitted.columns:
@@ -403,11 +436,8 @@ class _Generator:
             if column.name in frame.columns:
                 outputs.append(qcol(column.name).cast(data_type).alias(column.name))
             elif column.stored_as is not None:
-                # Dates modelled as dates, written back in the source's form (20230105 for yyyyMMdd).
                 value = _value_expr(column, data_type, self.seed, table, self.uniform_of(table, column, ranked))
-                stored_type = T._parse_datatype_json_string(column.stored_as["type"])
-                formatted = F.date_format(value, column.stored_as["format"]).cast(stored_type)
-                outputs.append(formatted.alias(column.name))
+                outputs.append(_source_form(value, column).alias(column.name))
             elif column.distribution["type"] == "personal":
                 outputs.append(self.personal_expr(table, column).alias(column.name))
             else:
@@ -434,12 +464,15 @@ class _Generator:
             value = F.when(is_null, F.lit(None).cast("string")).otherwise(value)
         return value.cast(_type_of(column))
 
+    def source(self, table: str) -> DataFrame:
+        """Return the source table as read (all rows), reading it on first use."""
+        if table not in self.sources:
+            self.sources[table] = read_table(self.spark, self.config, table)
+        return self.sources[table]
+
     def exclude_source_values(self, table: str, column: ColumnModel, frame: DataFrame) -> DataFrame:
         """Replace generated personal values that equal a source value of the same column."""
-        source = self.sources.get(table)
-        if source is None:
-            source = read_table(self.spark, self.config, table)
-            self.sources[table] = source
+        source = self.source(table)
         kind = column.distribution["kind"]
         return pii.exclude_source_values(
             frame,
@@ -451,6 +484,14 @@ class _Generator:
             table=table,
             unique=kind == "email",
         )
+
+
+def _source_form(value: Column, column: ColumnModel) -> Column:
+    """Cast a value to the column's type; a date modelled as a date goes back to its source form (20230105)."""
+    if column.stored_as is None:
+        return value.cast(_type_of(column))
+    stored_type = T._parse_datatype_json_string(column.stored_as["type"])
+    return F.date_format(value, column.stored_as["format"]).cast(stored_type)
 
 
 def _number_to_type(value: Column, column: ColumnModel, data_type: T.DataType) -> Column:

@@ -71,6 +71,7 @@ def evaluation_options(config: SynthConfig) -> dict[str, Any]:
         "privacy": spec.privacy,
         "max_hops": spec.max_hops,
         "seed": config.generation.seed,
+        "reference": [name for name, table in config.tables.items() if table.reference],
     }
 
 
