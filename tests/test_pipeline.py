@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 from pyspark.sql import DataFrame, SparkSession
 
 from synthspark.cli import main
-from synthspark.config import SynthConfig, parse_config
+from synthspark.config import SynthConfig, load_config, parse_config
 from synthspark.errors import ConfigError, OutputError, SourceDataError
 from synthspark.output import read_tables
 from synthspark.pipeline import run_pipeline
@@ -73,26 +73,36 @@ def bank_run(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory, mlfl
 
 
 @pytest.fixture(scope="module")
-def cli_run(bank_run) -> dict[str, Any]:
+def cli_run(spark: SparkSession, bank_run) -> dict[str, Any]:
     """Run fit, generate and evaluate as three command-line calls with the bank run's source and seed.
 
-    Returns the config file, the output and model folders, each call's exit code, and whether
-    the model and a table existed after the fit call.
+    The config file lists the tables in reverse order and the calls run with 7 shuffle partitions
+    instead of 2, so that comparing with the bank run shows that neither changes the output.
+    Returns the config file, the output and model folders, the table order, each call's exit code,
+    and whether the model and a table existed after the fit call.
     """
     import yaml
 
     config, _, tmp_path = bank_run
+    data = bank_config(tmp_path / "src", tmp_path / "unused")
+    data["tables"] = dict(reversed(list(data["tables"].items())))
     config_file = tmp_path / "cli.yaml"
-    config_file.write_text(yaml.safe_dump(bank_config(tmp_path / "src", tmp_path / "unused")), encoding="utf-8")
+    config_file.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     output = tmp_path / "cli-out"
     model = tmp_path / "cli-model"
     common = ["--output", str(output), "--model", str(model), "--seed", str(config.generation.seed)]
-    run = {"config_file": config_file, "output": output, "model": model, "common": common}
-    run["fit"] = main(["fit", str(config_file), *common])
-    run["model_after_fit"] = (model / "model.json").is_file()
-    run["table_after_fit"] = (output / "branch").exists()
-    run["generate"] = main(["generate", str(config_file), *common])
-    run["evaluate"] = main(["evaluate", str(config_file), *common])
+    run = {"config_file": config_file, "output": output, "model": model, "common": common,
+           "table_order": list(load_config(config_file).tables)}
+    previous = spark.conf.get("spark.sql.shuffle.partitions")
+    spark.conf.set("spark.sql.shuffle.partitions", "7")
+    try:
+        run["fit"] = main(["fit", str(config_file), *common])
+        run["model_after_fit"] = (model / "model.json").is_file()
+        run["table_after_fit"] = (output / "branch").exists()
+        run["generate"] = main(["generate", str(config_file), *common])
+        run["evaluate"] = main(["evaluate", str(config_file), *common])
+    finally:
+        spark.conf.set("spark.sql.shuffle.partitions", previous)
     return run
 
 
@@ -176,7 +186,11 @@ def test_same_seed_same_tables_other_seed_differs(
     spark: SparkSession, bank_run, cli_run: dict[str, Any], tmp_path: Path
 ) -> None:
     # The command-line run fitted its own model from the same source and generated with the same seed.
+    # It listed the tables in reverse order and ran with 7 shuffle partitions, and neither may change the output.
     config, _, source_tmp = bank_run
+    assert cli_run["table_order"] == list(reversed(config.tables))
+    assert cli_run["fit"] == 0
+    assert cli_run["generate"] == 0
     other = parse_config(bank_config(source_tmp / "src", tmp_path / "other", tracking={"enabled": False},
                                      generation={"scale": 1.0, "seed": 12}))
     model_dir = str(Path(config.output.path) / "_synthspark_model")
