@@ -22,6 +22,7 @@ table, whose size depends on the number of dimensions, never on the number of ro
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from statistics import NormalDist
@@ -38,8 +39,10 @@ from synthspark.plan import Plan, Relationship
 from synthspark.sampling import (
     INTERNAL,
     ROW_INDEX,
+    choose_index,
     double_array,
     long_array,
+    pick,
     qcol,
     string_array,
 )
@@ -55,6 +58,14 @@ MAX_PARENT_DIMENSIONS = 32
 # Categorical columns with more categories keep their frequency order (the reordering
 # aggregation returns one row per category).
 MAX_ORDERED_CATEGORIES = 2_000
+# Joint categorical columns (see fit_joint_columns): at most this many categories per member,
+# this many stored combinations, and at most this share of rows in combinations too rare to store.
+MAX_JOINT_CATEGORIES = 64
+MAX_JOINT_VALUES = 1_000
+MAX_JOINT_OTHER = 0.25
+JOINT_PREFIX = f"{INTERNAL}joint"
+# The joint category of the rows whose combination is too rare to store; no JSON text is empty.
+JOINT_OTHER = ""
 # Tables of at most this many generated rows take their uniforms from the ranks of their scores.
 STRATIFIED_ROWS = 20_000
 # Larger tables conditioned on a parent take them from a histogram of their scores: this
@@ -121,7 +132,9 @@ def child_relationships(plan: Plan, table: str) -> list[Relationship]:
 
 def table_dimensions(plan: Plan, fitted: TableModel, relationships: dict[str, RelationshipModel]) -> list[str]:
     """Return the dimensions of one table: informative value columns, then child counts."""
-    columns = [c.name for c in fitted.columns if _is_informative(c)]
+    grouped = {m for joint in fitted.joint for m in joint.distribution["members"]}
+    columns = [c.name for c in fitted.columns if _is_informative(c) and c.name not in grouped]
+    columns += [joint.name for joint in fitted.joint]
     counts = [
         count_dimension(rel.name)
         for rel in child_relationships(plan, fitted.name)
@@ -136,6 +149,107 @@ def table_dimensions(plan: Plan, fitted: TableModel, relationships: dict[str, Re
         counts = counts[:MAX_DIMENSIONS]
         columns = columns[: MAX_DIMENSIONS - len(counts)]
     return columns + counts
+
+
+# Fit: joint categorical columns.
+
+
+def _joint_key(members: list[str]) -> Column:
+    """Return a row's combination of the ``members`` values as JSON text (a null value is left out)."""
+    return F.to_json(F.struct(*[qcol(m).cast("string").alias(m) for m in members]))
+
+
+def joint_struct(value: Column, members: list[str]) -> Column:
+    """Parse a combination written by the joint key back into a struct of string fields (null for JOINT_OTHER)."""
+    parsed = F.from_json(value, T.StructType([T.StructField(m, T.StringType()) for m in members]))
+    return F.when(value == F.lit(JOINT_OTHER), F.lit(None)).otherwise(parsed)
+
+
+def fit_joint_columns(fitted: TableModel, frame: DataFrame, min_count: int) -> list[ColumnModel]:
+    """Return the joint column of a table's categorical columns, or an empty list.
+
+    A Gaussian copula links two categorical columns through one order of each
+    one's categories, which loses most of a contingency table such as berka's
+    trans.operation x trans.k_symbol. The members are a table's categorical value
+    columns of at most MAX_JOINT_CATEGORIES categories, when there are two or more.
+    Their combinations seen at least ``min_count`` times become the categories of
+    one joint column. This needs at most MAX_JOINT_VALUES such combinations, which
+    hold at least 1 - MAX_JOINT_OTHER of the rows. The remaining rows form one more
+    category, ``JOINT_OTHER``. In its rows each member is drawn on its own from the
+    counts that the stored combinations leave, so each member keeps its own
+    frequencies. This takes one job.
+    """
+    members = [
+        c.name for c in fitted.columns
+        if c.role == "value" and c.distribution["type"] == "categorical"
+        and 2 <= len(c.distribution["values"]) <= MAX_JOINT_CATEGORIES
+    ]
+    if len(members) < 2 or fitted.rows == 0:
+        return []
+    rows = (
+        frame.groupBy(_joint_key(members).alias("value"))
+        .agg(F.count(F.lit(1)).alias("rows"))
+        .where(F.col("rows") >= F.lit(min_count))
+        .orderBy(F.desc("rows"), F.asc("value"))
+        .limit(MAX_JOINT_VALUES + 1)
+        .collect()
+    )
+    other = fitted.rows - sum(int(row["rows"]) for row in rows)
+    if len(rows) > MAX_JOINT_VALUES or other > MAX_JOINT_OTHER * fitted.rows:
+        logger.info(
+            "fit %s: columns %s stay separate: more than %d combinations are seen %d times or more, "
+            "or rarer ones hold over %.0f %% of the rows", fitted.name, ", ".join(members), MAX_JOINT_VALUES,
+            min_count, 100 * MAX_JOINT_OTHER,
+        )
+        return []
+    logger.info(
+        "fit %s: columns %s drawn jointly from %d combinations (%.1f %% of rows in rarer ones)",
+        fitted.name, ", ".join(members), len(rows), 100 * other / fitted.rows,
+    )
+    values = [row["value"] for row in rows]
+    weights = [int(row["rows"]) for row in rows]
+    distribution: dict[str, Any] = {"type": "categorical", "members": members, "residual": {}}
+    for member in members:
+        column = fitted.column(member)
+        stored_counts: dict[str | None, int] = {}
+        for value, count in zip(values, weights):
+            key = json.loads(value).get(member)
+            stored_counts[key] = stored_counts.get(key, 0) + count
+        counts = column.distribution["weights"]
+        left = [max(0, int(w) - stored_counts.get(str(v), 0)) for v, w in zip(column.distribution["values"], counts)]
+        null_rows = max(0, round(column.null_fraction * fitted.rows) - stored_counts.get(None, 0))
+        distribution["residual"][member] = {"weights": left, "null_weight": null_rows}
+    if other > 0:
+        values.append(JOINT_OTHER)
+        weights.append(other)
+    distribution.update(values=values, weights=weights)
+    return [ColumnModel(f"{JOINT_PREFIX}0", "categorical", T.StringType().json(), "joint", 0.0, distribution)]
+
+
+def with_joint_columns(frame: DataFrame, fitted: TableModel) -> DataFrame:
+    """Add each joint column of ``fitted`` to source rows: the combination of its members, or JOINT_OTHER."""
+    for joint in fitted.joint:
+        key = _joint_key(joint.distribution["members"])
+        stored = F.array_contains(string_array(joint.distribution["values"]), key)
+        frame = frame.withColumn(joint.name, F.when(stored, key).otherwise(F.lit(JOINT_OTHER)))
+    return frame
+
+
+def joint_member(joint: ColumnModel, member: ColumnModel, data_type: T.DataType, u: Column) -> Column:
+    """Return a member's value from the struct that replaced the joint column in generated rows.
+
+    In JOINT_OTHER rows the struct is null, and the value is drawn with ``u`` from
+    the member's counts that the stored combinations leave (its residual counts).
+    """
+    residual = joint.distribution["residual"][member.name]
+    weights = [float(w) for w in residual["weights"]] + [float(residual["null_weight"])]
+    if sum(weights) > 0:
+        values = [str(v) for v in member.distribution["values"]] + [None]
+        drawn = pick(choose_index(u, weights), values)
+    else:
+        drawn = F.lit(None).cast("string")
+    stored = qcol(joint.name).getField(member.name)
+    return F.when(qcol(joint.name).isNull(), drawn).otherwise(stored).cast(data_type)
 
 
 # Fit: ranks and correlations.
@@ -457,6 +571,7 @@ def fit_dependence(
 ) -> dict[str, dict[str, Any]]:
     """Return each table's copula: its dimensions, its parent's dimensions and their correlation matrix."""
     dimensions = {name: table_dimensions(plan, tables[name], relationships) for name in plan.order}
+    frames = {name: with_joint_columns(frame, tables[name]) for name, frame in frames.items()}
     cached: list[DataFrame] = []
     parent_ranks: dict[str, DataFrame] = {}
 
@@ -736,7 +851,7 @@ def normal_cdf_numpy(x: np.ndarray) -> np.ndarray:
     return np.where(x >= 0, 1.0 - tail, tail)
 
 
-# Acklam's rational approximation of the normal quantile (relative error below 1.2e-9).
+# Acklam's rational approximation of the normal quantile; the tests compare it with NormalDist to 1e-8.
 _QUANTILE_A = (-3.969683028665376e01, 2.209460984245205e02, -2.759285104469687e02,
                1.383577518672690e02, -3.066479806614716e01, 2.506628277459239e00)
 _QUANTILE_B = (-5.447609879822406e01, 1.615858368580409e02, -1.556989798598866e02,
@@ -847,8 +962,8 @@ def with_reference_scores(frame: DataFrame, dependence: dict[str, Any], seed: in
     """Replace the ranks of :func:`with_reference_ranks` by the array column ``Z`` of every dimension.
 
     A value dimension's score is Phi^-1 of the row's rank, so child tables see the
-    scores they were fitted against; a null value draws its score at random.
-    Child-count dimensions ``c`` are drawn given the value dimensions ``o``:
+    scores they were fitted against. A null value draws its score at random.
+    Child-count dimensions ``c`` are drawn given the value dimensions ``o``, as
     ``z_c = A z_o + L e`` with ``A = S_co S_oo^-1`` and ``L L^T = S_cc - A S_oc``.
     """
     dimensions = dependence["dimensions"]

@@ -27,7 +27,7 @@ from synthspark.config import (
     SynthConfig,
     parse_key_format,
 )
-from synthspark.dependence import fit_dependence
+from synthspark.dependence import fit_dependence, fit_joint_columns
 from synthspark.errors import ConfigError, SourceDataError, format_examples
 from synthspark.model import ColumnModel, FittedModel, RelationshipModel, TableModel
 from synthspark.plan import Plan, Relationship, build_plan
@@ -627,6 +627,12 @@ def fit_prepared(config: SynthConfig, plan: Plan, sources: PreparedSources) -> F
         )
     if config.model.dependence == "copula":
         started = time.monotonic()
+        tables = {
+            name: dataclasses.replace(
+                table, joint=fit_joint_columns(table, sources.frames[name], config.model.min_category_count)
+            )
+            for name, table in tables.items()
+        }
         copulas = fit_dependence(plan, tables, relationships, sources.frames, config.generation.seed)
         tables = {name: dataclasses.replace(table, dependence=copulas.get(name)) for name, table in tables.items()}
         logger.info("fit dependence: %d table(s), %.1f s", len(copulas), time.monotonic() - started)

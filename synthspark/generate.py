@@ -32,8 +32,11 @@ from synthspark.dependence import (
     count_dimension,
     dimension_score,
     dimension_uniform,
+    joint_member,
+    joint_struct,
     normal_cdf,
     score_histograms,
+    with_joint_columns,
     with_normal_scores,
     with_ranked_uniforms,
     with_reference_ranks,
@@ -364,7 +367,7 @@ class _Generator:
         order = [qcol(c) for c in (fitted.primary_key or source.columns)]
         # NOTE: a window over the whole table runs in one partition; reference tables are lookup tables.
         index = (F.row_number().over(Window.orderBy(*order)) - F.lit(1)).cast("long")
-        frame = source.withColumn(ROW_INDEX, index)
+        frame = with_joint_columns(source, fitted).withColumn(ROW_INDEX, index)
         if fitted.dependence is not None:
             ranked = with_reference_ranks(frame, fitted, fitted.dependence, self.seed)
             ranked = ranked.persist(StorageLevel.MEMORY_AND_DISK)
@@ -431,10 +434,17 @@ class _Generator:
             return frame.select(*[_source_form(qcol(c.name), c).alias(c.name) for c in fitted.columns])
         outputs = [] if ROW_INDEX not in frame.columns else [qcol(ROW_INDEX)]
         ranked = U_RANKED in frame.columns
+        for joint in fitted.joint:
+            combination = _value_expr(joint, T.StringType(), self.seed, table, self.uniform_of(table, joint, ranked))
+            frame = frame.withColumn(joint.name, joint_struct(combination, joint.distribution["members"]))
         for column in fitted.columns:
             data_type = _type_of(column)
+            joint = fitted.joint_of(column.name)
             if column.name in frame.columns:
                 outputs.append(qcol(column.name).cast(data_type).alias(column.name))
+            elif joint is not None:
+                u = uniform(self.seed, table, column.name, "joint")
+                outputs.append(joint_member(joint, column, data_type, u).alias(column.name))
             elif column.stored_as is not None:
                 value = _value_expr(column, data_type, self.seed, table, self.uniform_of(table, column, ranked))
                 outputs.append(_source_form(value, column).alias(column.name))

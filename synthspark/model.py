@@ -71,13 +71,23 @@ class TableModel:
     # Gaussian copula of the table's columns and child counts, conditioned on its parent's
     # (see synthspark.dependence); None when columns are drawn independently.
     dependence: dict[str, Any] | None = None
+    # Joint categorical columns: each stands for the combinations of several categorical columns
+    # (its distribution's "members"), which then take their values from it (see synthspark.dependence).
+    joint: list[ColumnModel] = field(default_factory=list)
 
     def column(self, name: str) -> ColumnModel:
-        """Return the model of column ``name``."""
-        for column in self.columns:
+        """Return the model of column ``name``, a source column or a joint column."""
+        for column in [*self.columns, *self.joint]:
             if column.name == name:
                 return column
         raise KeyError(name)
+
+    def joint_of(self, name: str) -> ColumnModel | None:
+        """Return the joint column that column ``name`` takes its values from, or None."""
+        for joint in self.joint:
+            if name in joint.distribution["members"]:
+                return joint
+        return None
 
 
 @dataclass(frozen=True)
@@ -122,6 +132,7 @@ class FittedModel:
                 columns=[ColumnModel(**column) for column in table["columns"]],
                 key_group_max=table.get("key_group_max", 1),
                 dependence=table.get("dependence"),
+                joint=[ColumnModel(**column) for column in table.get("joint", [])],
             )
             for name, table in data["tables"].items()
         }

@@ -16,6 +16,7 @@ from scipy import stats
 
 from synthspark.config import parse_config
 from synthspark.dependence import (
+    fit_joint_columns,
     nearest_correlation,
     normal,
     normal_cdf,
@@ -23,6 +24,7 @@ from synthspark.dependence import (
 )
 from synthspark.fit import fit
 from synthspark.generate import generate
+from synthspark.model import ColumnModel, TableModel
 from tests.conftest import write_csv
 
 REGIONS = 40
@@ -220,3 +222,82 @@ def test_nearest_correlation_repairs_matrix() -> None:
     assert np.all(np.linalg.eigvalsh(repaired) > 0)
     assert np.allclose(np.diag(repaired), 1.0)
     np.linalg.cholesky(repaired)
+
+
+def _contingency_similarity(real: pd.DataFrame, synthetic: pd.DataFrame, first: str, second: str) -> float:
+    """Return 1 - total variation distance between the two tables' frequencies of (first, second)."""
+    shares = [frame.groupby([first, second], dropna=False).size() / len(frame) for frame in (real, synthetic)]
+    both = pd.concat(shares, axis=1).fillna(0.0)
+    return 1 - 0.5 * float((both[0] - both[1]).abs().sum())
+
+
+def test_linked_categories_keep_contingency(spark: SparkSession, tmp_path: Path) -> None:
+    """Categories linked in a pattern no order of them can follow keep their contingency tables.
+
+    ``code`` is ``(3 kind + channel) mod 6`` in 90 % of rows, so each pair of the three
+    columns is linked non-monotonically, and ``amount`` depends on the combination.
+    """
+    rng = random.Random(12)
+    kinds, channels = ["a", "b", "c", "d"], ["web", "app", "branch", "phone", "mail"]
+    payments = []
+    for i in range(1, 3001):
+        kind, channel = rng.randrange(4), rng.randrange(5)
+        code = (3 * kind + channel) % 6 if rng.random() < 0.9 else rng.randrange(6)
+        amount = round(rng.lognormvariate(2 + 0.4 * code, 0.3), 2)
+        payments.append((i, kinds[kind], channels[channel], f"K{code}", amount))
+    source = tmp_path / "src"
+    write_csv(source, "payment.csv", ["payment_id", "kind", "channel", "code", "amount"], payments)
+    config = parse_config({
+        "name": "payments",
+        "source_root": str(source),
+        "tables": {
+            "payment": {
+                "source": {"path": "payment.csv", "format": "csv"},
+                "primary_key": "payment_id",
+                "columns": {
+                    "payment_id": "id", "kind": "categorical", "channel": "categorical", "code": "categorical",
+                    "amount": "numerical",
+                },
+            },
+        },
+        "generation": {"scale": 1.0, "seed": 2},
+        "output": {"format": "delta", "path": str(tmp_path / "out")},
+        "tracking": {"enabled": False},
+    })
+    model = fit(spark, config)
+    joint = model.tables["payment"].joint
+    assert [j.distribution["members"] for j in joint] == [["kind", "channel", "code"]]
+    database = generate(spark, model, config)
+    try:
+        synthetic = database.tables["payment"].toPandas()
+    finally:
+        database.unpersist()
+    real = pd.read_csv(source / "payment.csv")
+    for first, second in [("kind", "channel"), ("kind", "code"), ("channel", "code")]:
+        similarity = _contingency_similarity(real, synthetic, first, second)
+        assert similarity > 0.95, f"{first} x {second}: contingency similarity {similarity:.3f}"
+    link = stats.spearmanr(synthetic["code"].str[1:].astype(int), synthetic["amount"])[0]
+    assert link > 0.6, f"code ~ amount: Spearman {link:.2f}"
+
+
+def test_too_many_combinations_stay_separate(spark: SparkSession) -> None:
+    rng = random.Random(3)
+    rows = [(f"x{rng.randrange(40)}", f"y{rng.randrange(40)}") for _ in range(5000)]
+    frame = spark.createDataFrame(rows, "x string, y string")
+    columns = [
+        ColumnModel(name, "categorical", '"string"', "value", 0.0,
+                    {"type": "categorical", "values": [f"{name}{k}" for k in range(40)], "weights": [1] * 40})
+        for name in ("x", "y")
+    ]
+    table = TableModel("t", 5000, [], columns)
+    # 1,600 combinations of about 3 rows each: too many, and most too rare to store.
+    assert fit_joint_columns(table, frame, min_count=5) == []
+    assert len(fit_joint_columns(table, frame, min_count=1)) == 0
+    few = TableModel("t", 5000, [], columns[:1] + [ColumnModel(
+        "y", "categorical", '"string"', "value", 0.0,
+        {"type": "categorical", "values": ["y0", "y1"], "weights": [1, 1]},
+    )])
+    paired = spark.createDataFrame([(f"x{k % 40}", f"y{k % 2}") for k in range(5000)], "x string, y string")
+    [made] = fit_joint_columns(few, paired, min_count=5)
+    assert made.distribution["members"] == ["x", "y"]
+    assert sum(made.distribution["weights"]) == 5000
