@@ -94,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             config = config.model_copy(update=updates)
 
         # Imported here so that config errors are reported without starting the JVM.
-        from synthspark.pipeline import run_pipeline
+        from synthspark.pipeline import reference_tables, run_pipeline
         from synthspark.plan import build_plan
         from synthspark.session import get_spark
         from synthspark.sources import check_sources
@@ -102,6 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         build_plan(config)
         if args.command != "generate":
             check_sources(config)
+        else:
+            check_sources(config, reference_tables(config))
         spark = get_spark(args.master, dict(args.conf))
         result = run_pipeline(spark, config, model_dir=args.model, stages=STAGES[args.command])
     except SynthsparkError as error:

@@ -424,20 +424,23 @@ class SynthConfig(_Strict):
             if not table.reference:
                 continue
             if table.foreign_keys:
+                keys = ", ".join(f"{name}.{'+'.join(fk.columns)} -> {fk.parent}" for fk in table.foreign_keys)
                 problems.append(
                     f"tables.{name}: a reference table is copied as it is, so it cannot have foreign keys "
-                    f"(it has {len(table.foreign_keys)}); remove 'reference: true' or its foreign_keys"
+                    f"({keys}). Remove 'reference: true' or the foreign_keys"
                 )
             personal = [c for c, spec in table.columns.items() if spec.kind in PERSONAL_KINDS]
             if personal:
+                kinds = sorted({table.columns[c].kind.value for c in personal})
                 problems.append(
-                    f"tables.{name}: a reference table is copied as it is, but columns {personal} hold personal data "
-                    f"(kinds {sorted({table.columns[c].kind.value for c in personal})}); remove 'reference: true'"
+                    f"tables.{name}: a reference table is copied as it is, but columns {personal} are declared as "
+                    f"personal data or free text (kinds {kinds}). Remove 'reference: true', or declare those "
+                    "columns categorical if they hold no personal data"
                 )
             if name in self.generation.rows:
                 problems.append(
-                    f"generation.rows.{name}: a reference table keeps its source rows; remove the row count "
-                    "or 'reference: true'"
+                    f"generation.rows.{name}: a reference table keeps its source rows, so it takes no row count. "
+                    "Remove the row count or 'reference: true'"
                 )
         return problems
 

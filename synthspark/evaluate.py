@@ -122,12 +122,17 @@ def relationship_counts(
     return histogram, orphans, present
 
 
-def _relationship_scores(rel: RelationshipModel, synthetic: dict[str, DataFrame]) -> dict[str, Any]:
+def _relationship_scores(
+    rel: RelationshipModel, synthetic: dict[str, DataFrame], per_parent: float = 1.0
+) -> dict[str, Any]:
+    """Return key validity and cardinality; synthetic children per parent are divided by ``per_parent``."""
     # The real histogram is the fitted one: the same source rows, after orphan policies.
     real_histogram = {float(v): float(p) for v, p in zip(rel.count_values, rel.count_parents)}
     synthetic_histogram, orphans, present = relationship_counts(
         synthetic[rel.child], rel.columns, synthetic[rel.parent], rel.parent_columns
     )
+    if per_parent != 1.0:
+        synthetic_histogram = {k / per_parent: v for k, v in synthetic_histogram.items()}
 
     def summary(histogram: dict[float, float]) -> dict[str, float]:
         parents = sum(histogram.values())
@@ -371,6 +376,7 @@ def evaluate(
     privacy_real_rows: int = DCR_REAL_ROWS,
     seed: int = 0,
     reference: Collection[str] = (),
+    scale: float = 1.0,
 ) -> dict[str, Any]:
     """Score the synthetic tables against the real ones; return a JSON-ready report.
 
@@ -388,6 +394,8 @@ def evaluate(
     Tables named in ``reference`` are copies of their source. They get no column
     shapes, pair trends or privacy scores, which would only measure the copy; their
     relationships, chains and detection scores are computed as for other tables.
+    Their children per parent grow with ``scale`` (the generation scale), so the
+    cardinality of their relationships divides the synthetic counts by it.
     """
     if synthetic:
         tune_session(next(iter(synthetic.values())).sparkSession)
@@ -409,6 +417,8 @@ def evaluate(
             "privacy_synthetic_rows": privacy_synthetic_rows,
             "privacy_real_rows": privacy_real_rows,
             "seed": seed,
+            "reference": sorted(reference),
+            "scale": scale,
         },
     }
     synthetic = {name: _as_modelled(model.tables[name], frame) for name, frame in synthetic.items()}
@@ -440,7 +450,8 @@ def evaluate(
         report["tables"][table] = entry
     for rel in plan.relationships:
         started = time.monotonic()
-        scores = _relationship_scores(model.relationships[rel.name], synthetic)
+        per_parent = scale if rel.parent in reference else 1.0
+        scores = _relationship_scores(model.relationships[rel.name], synthetic, per_parent)
         if rel.parent in real and rel.child in real:
             scores.update(_inter_table_quality(rel, model, real, synthetic, max_column_pairs))
             _warn_skipped(rel.describe(), scores["inter_table_pairs_skipped"], max_column_pairs)

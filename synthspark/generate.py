@@ -376,6 +376,12 @@ class _Generator:
         frame = frame.persist(StorageLevel.MEMORY_AND_DISK)
         self.cached.append(frame)
         self.rows[table] = frame.count()
+        if self.rows[table] != fitted.rows:
+            logger.warning(
+                "reference table %s: the source has %d rows and the model was fitted on %d; children are "
+                "generated for the current rows, so their number changes. Fit again if the source changed",
+                table, self.rows[table], fitted.rows,
+            )
         logger.info("generate %s: %d source rows copied as a reference table, %.1f s",
                     table, self.rows[table], time.monotonic() - started)
         return frame

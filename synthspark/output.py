@@ -106,7 +106,8 @@ def write_table(frame: DataFrame, output_format: str, target: Target, *, replace
     if output_format == "delta" and replace:
         writer = writer.option("overwriteSchema", "true")
     if output_format == "csv":
-        writer = writer.option("header", "true")
+        # Spark's CSV writer trims leading and trailing spaces by default, which changes values.
+        writer = writer.option("header", "true").options(ignoreLeadingWhiteSpace=False, ignoreTrailingWhiteSpace=False)
     if target.name is not None:
         writer.saveAsTable(target.name)
     else:

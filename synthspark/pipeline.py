@@ -71,8 +71,14 @@ def evaluation_options(config: SynthConfig) -> dict[str, Any]:
         "privacy": spec.privacy,
         "max_hops": spec.max_hops,
         "seed": config.generation.seed,
-        "reference": [name for name, table in config.tables.items() if table.reference],
+        "reference": reference_tables(config),
+        "scale": config.generation.scale,
     }
+
+
+def reference_tables(config: SynthConfig) -> list[str]:
+    """Return the names of the config's reference tables, which are copied from their sources."""
+    return [name for name, table in config.tables.items() if table.reference]
 
 
 def _integrity_gate(report: dict[str, Any]) -> None:
@@ -132,6 +138,9 @@ def run_pipeline(
     plan = build_plan(config)
     if "fit" in stages or "evaluate" in stages:
         check_sources(config)
+    else:
+        # Generation reads the sources of reference tables only.
+        check_sources(config, reference_tables(config))
     result = RunResult()
 
     sources: PreparedSources | None = None

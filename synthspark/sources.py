@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+from collections.abc import Collection
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -53,13 +54,14 @@ def local_csv_header(path: str) -> list[str] | None:
     return row or []
 
 
-def check_sources(config: SynthConfig) -> None:
+def check_sources(config: SynthConfig, tables: Collection[str] | None = None) -> None:
     """Check local source files and CSV headers without Spark; raise :class:`ConfigError` on the first problem.
 
-    Catalog tables and remote paths are checked when Spark reads them.
+    ``tables`` limits the check to those tables (all by default). Catalog tables and
+    remote paths are checked when Spark reads them.
     """
     for table, spec in config.tables.items():
-        if spec.source.table is not None:
+        if spec.source.table is not None or (tables is not None and table not in tables):
             continue
         location = source_location(config, table)
         if "://" in location and not location.startswith("file:"):

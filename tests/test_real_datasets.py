@@ -114,16 +114,17 @@ def test_berka_writes_all_tables_with_valid_keys(spark: SparkSession, berka) -> 
     overall = result.report["overall"]
     assert overall["foreign_key_validity"] == 1.0
     assert overall["primary_key_uniqueness"] == 1.0
-    # Floors a few points under the measured scores: column shapes 0.96, cardinality 1.0, thresholded
-    # pair trends 0.80, inter-table trends 0.93 (0.67 and 0.60 with independent columns), quality 0.92.
-    assert overall["column_shapes"] >= 0.94
-    assert overall["cardinality_similarity"] >= 0.95
-    assert overall["column_pair_trends_thresholded"] >= 0.76
-    assert overall["inter_table_trends_thresholded"] >= 0.88
-    assert overall["quality_score"] >= 0.89
-    # Inter-table trends over all pairs across chains of 2 and 3 relationships: measured 0.86 and 0.86.
-    assert overall["inter_table_trends_2hop"] >= 0.82
-    assert overall["inter_table_trends_3hop"] >= 0.82
+    # Floors a few points under the scores measured with district as a reference table and joint
+    # categorical columns: column shapes 0.999, cardinality 1.0, thresholded pair trends 0.965,
+    # thresholded inter-table trends 0.944 (0.67 and 0.60 with independent columns), quality 0.977.
+    assert overall["column_shapes"] >= 0.97
+    assert overall["cardinality_similarity"] >= 0.97
+    assert overall["column_pair_trends_thresholded"] >= 0.92
+    assert overall["inter_table_trends_thresholded"] >= 0.90
+    assert overall["quality_score"] >= 0.94
+    # Inter-table trends over all pairs across chains of 2 and 3 relationships: measured 0.886 and 0.906.
+    assert overall["inter_table_trends_2hop"] >= 0.85
+    assert overall["inter_table_trends_3hop"] >= 0.86
 
 
 def test_berka_mlflow_run(berka) -> None:

@@ -109,11 +109,13 @@ def test_scale_grows_children_only(spark: SparkSession, shop) -> None:
     config, result, tmp_path = shop
     scaled = parse_config(shop_config(tmp_path / "src", tmp_path / "scaled", scale=3.0))
     model_dir = str(Path(config.output.path) / "_synthspark_model")
-    run_pipeline(spark, scaled, model_dir=model_dir, stages=("generate",))
+    scaled_result = run_pipeline(spark, scaled, model_dir=model_dir, stages=("generate", "evaluate"))
     tables = read_tables(spark, scaled.output, ["store", "sale"])
     assert tables["store"].count() == STORES
     base = result.report["tables"]["sale"]["rows"]
     assert abs(tables["sale"].count() / base - 3.0) < 0.1
+    # Children per store are compared with the real ones divided by the scale.
+    assert scaled_result.report["overall"]["cardinality_similarity"] >= 0.85
 
 
 @pytest.mark.parametrize(
