@@ -392,8 +392,9 @@ def evaluate(
     each real half (see :mod:`synthspark.privacy`). ``seed`` fixes their samples and splits.
 
     Tables named in ``reference`` are copies of their source. They get no column
-    shapes, pair trends or privacy scores, which would only measure the copy; their
-    relationships, chains and detection scores are computed as for other tables.
+    shapes, pair trends or privacy scores, because those would only measure the
+    copy. Their relationships, chains and detection scores are computed as for
+    other tables.
     Their children per parent grow with ``scale`` (the generation scale), so the
     cardinality of their relationships divides the synthetic counts by it.
     """
