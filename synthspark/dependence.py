@@ -870,7 +870,7 @@ def _horner(coefficients: tuple[float, ...], x: Column) -> Column:
 
 
 def normal_quantile(p: Column) -> Column:
-    """Return Phi^-1(p), the standard normal quantile; p is clipped to [1e-12, 1 - 1e-12] and null stays null."""
+    """Return Phi^-1(p), the standard normal quantile, with p clipped to [1e-12, 1 - 1e-12] (null stays null)."""
     p = F.least(F.greatest(p, F.lit(1e-12)), F.lit(1.0 - 1e-12))
     centre = p - F.lit(0.5)
     r = centre * centre

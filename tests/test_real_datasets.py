@@ -116,7 +116,7 @@ def test_berka_writes_all_tables_with_valid_keys(spark: SparkSession, berka) -> 
     assert overall["primary_key_uniqueness"] == 1.0
     # Floors a few points under the scores measured with district as a reference table and joint
     # categorical columns: column shapes 0.999, cardinality 1.0, thresholded pair trends 0.965,
-    # thresholded inter-table trends 0.944 (0.67 and 0.60 with independent columns), quality 0.977.
+    # thresholded inter-table trends 0.944, quality 0.977.
     assert overall["column_shapes"] >= 0.97
     assert overall["cardinality_similarity"] >= 0.97
     assert overall["column_pair_trends_thresholded"] >= 0.92
