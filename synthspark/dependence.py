@@ -785,7 +785,7 @@ def _parent_moments(sample: DataFrame, own: int, parent: int) -> tuple[list[floa
     scores are not standard normal (the score of the child count itself least of
     all). Generation standardises them with these moments before conditioning.
     """
-    levels = [i / 100 for i in range(1, 100)]
+    levels = double_array([i / 100 for i in range(1, 100)])
     row = sample.agg(
         *[F.percentile_approx(F.element_at(qcol(_U), own + k + 1), levels, 1000).alias(f"q{k}") for k in range(parent)],
         F.approx_count_distinct(qcol(_PARENT_KEY)).alias("parents"),

@@ -31,7 +31,7 @@ from synthspark.dependence import fit_dependence, fit_joint_columns
 from synthspark.errors import ConfigError, SourceDataError, format_examples
 from synthspark.model import ColumnModel, FittedModel, RelationshipModel, TableModel
 from synthspark.plan import Plan, Relationship, build_plan
-from synthspark.sampling import qcol
+from synthspark.sampling import double_array, qcol
 from synthspark.session import tune_session
 from synthspark.sources import STORED_AS, read_table
 
@@ -461,14 +461,15 @@ class _TableFitter:
         if not numeric and not text:
             return {}
         points = self.config.model.quantiles
-        probabilities = [i / points for i in range(points + 1)]
+        probabilities = double_array([i / points for i in range(points + 1)])
+        lengths = double_array([i / 20 for i in range(21)])
         row = self.frame.agg(
             *[
                 F.percentile_approx(_as_number(c, self.schema[c]), probabilities, PERCENTILE_ACCURACY).alias(f"q_{i}")
                 for i, c in enumerate(numeric)
             ],
             *[
-                F.percentile_approx(F.length(qcol(c).cast("string")), [i / 20 for i in range(21)], 1000).alias(f"l_{i}")
+                F.percentile_approx(F.length(qcol(c).cast("string")), lengths, 1000).alias(f"l_{i}")
                 for i, c in enumerate(text)
             ],
         ).first()

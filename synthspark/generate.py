@@ -54,6 +54,7 @@ from synthspark.sampling import (
     inverse_quantiles,
     pick,
     qcol,
+    string_array,
     uniform,
 )
 from synthspark.session import tune_session
@@ -525,7 +526,7 @@ def _number_to_type(value: Column, column: ColumnModel, data_type: T.DataType) -
 
 
 def _random_string(seed: int, table: str, column: str, length: Column, alphabet: str) -> Column:
-    letters = F.array(*[F.lit(ch) for ch in alphabet])
+    letters = string_array(list(alphabet))
     size = len(alphabet)
     positions = F.sequence(F.lit(1), F.greatest(length.cast("int"), F.lit(1)))
     chars = F.transform(
@@ -542,7 +543,7 @@ def _random_string(seed: int, table: str, column: str, length: Column, alphabet:
 def _encode(number: Column, alphabet: str, length: int) -> Column:
     """Write ``number`` in base len(alphabet) with exactly ``length`` digits (most significant first)."""
     size = len(alphabet)
-    letters = F.array(*[F.lit(ch) for ch in alphabet])
+    letters = string_array(list(alphabet))
     digits = [
         # A row index is below 2**63, so digits of higher powers are always the first letter.
         F.lit(alphabet[0]) if size**power >= 1 << 63

@@ -32,28 +32,58 @@ def hash_long(seed: int, *parts: str | int, index: Column | None = None) -> Colu
     return F.shiftrightunsigned(hashed, 1)
 
 
+# Arrays longer than this are built from one string literal (see :func:`double_array`).
+_SHORT_ARRAY = 8
+# Separators tried, in order, for string arrays; one that occurs in no value is used.
+_SEPARATORS = ("\x1f", "\x1e", "\x1d", "\x1c")
+
+
+def _split_literal(items: list[str], separator: str, element_type: str) -> Column:
+    """Return ``items`` as a literal array: one string literal split and cast, which Spark folds to a constant.
+
+    A SQL ``array(...)`` of N literals is an expression tree of N nodes, which every
+    analysis and optimisation pass walks again; with the 1,000-point grids of fitted
+    quantiles that costs seconds per query. The split string is three nodes.
+    """
+    value = F.split(F.lit(separator.join(items)), separator, -1)
+    return value if element_type == "string" else value.cast(f"array<{element_type}>")
+
+
 def double_array(values: np.ndarray | list[float]) -> Column:
-    """Return a literal array<double> built from one SQL expression.
+    """Return a literal array<double> built from one expression (infinities and NaN included).
 
     One expression instead of one ``lit`` per element: building thousands of
     ``lit`` columns costs a call into the JVM (or a message under Spark Connect) each.
     """
+    if not len(values):
+        return F.array().cast("array<double>")
+    if len(values) > _SHORT_ARRAY:
+        # repr gives the shortest string that parses back to the same double.
+        return _split_literal([repr(float(v)) for v in values], ",", "double")
     items = ",".join(f"{float(v)!r}D" if np.isfinite(v) else f"CAST('{float(v)}' AS DOUBLE)" for v in values)
-    return F.expr(f"array({items})") if len(values) else F.array().cast("array<double>")
+    return F.expr(f"array({items})")
 
 
 def string_array(values: list[str]) -> Column:
-    """Return a literal array<string> built from one SQL expression (see :func:`double_array`)."""
+    """Return a literal array<string> built from one expression (see :func:`double_array`)."""
     if not values:
         return F.array().cast("array<string>")
-    escaped = [str(v).replace("\\", "\\\\").replace("'", "\\'") for v in values]
+    texts = [str(v) for v in values]
+    if len(texts) > _SHORT_ARRAY:
+        separator = next((s for s in _SEPARATORS if not any(s in t for t in texts)), None)
+        if separator is not None:
+            return _split_literal(texts, separator, "string")
+    escaped = [t.replace("\\", "\\\\").replace("'", "\\'") for t in texts]
     return F.expr("array(" + ",".join(f"'{v}'" for v in escaped) + ")")
 
 
 def long_array(values: np.ndarray | list[int]) -> Column:
-    """Return a literal array<bigint> built from one SQL expression (see :func:`double_array`)."""
-    items = ",".join(f"{int(v)}L" for v in values)
-    return F.expr(f"array({items})") if len(values) else F.array().cast("array<bigint>")
+    """Return a literal array<bigint> built from one expression (see :func:`double_array`)."""
+    if not len(values):
+        return F.array().cast("array<bigint>")
+    if len(values) > _SHORT_ARRAY:
+        return _split_literal([str(int(v)) for v in values], ",", "bigint")
+    return F.expr("array(" + ",".join(f"{int(v)}L" for v in values) + ")")
 
 
 def choose_index(u: Column, weights: list[float]) -> Column:
@@ -104,7 +134,15 @@ def pick(index: Column, values: list[object]) -> Column:
     """Return ``values[index]`` as a column expression."""
     if len(values) == 1:
         return F.lit(values[0])
-    return F.element_at(F.array(*[F.lit(value) for value in values]), index + F.lit(1))
+    if all(isinstance(v, str) for v in values):
+        table = string_array([str(v) for v in values])
+    elif all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        table = long_array([int(v) for v in values])
+    elif all(isinstance(v, float) for v in values):
+        table = double_array([float(v) for v in values])
+    else:
+        table = F.array(*[F.lit(value) for value in values])
+    return F.element_at(table, index + F.lit(1))
 
 
 def qcol(name: str) -> Column:
