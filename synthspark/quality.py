@@ -40,9 +40,10 @@ import numpy as np
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
+from pyspark.storagelevel import StorageLevel
 
 from synthspark.model import ColumnModel
-from synthspark.sampling import INTERNAL, hash_long, qcol
+from synthspark.sampling import INTERNAL, double_array, hash_long, qcol
 
 # SDMetrics' QualityReport thresholds for a pair to count in the thresholded mean.
 CORRELATION_THRESHOLD = 0.5
@@ -116,6 +117,10 @@ def _slot(index: int) -> str:
     return f"{INTERNAL}v{index}"
 
 
+def _bin_slot(index: int) -> str:
+    return f"{INTERNAL}bin{index}"
+
+
 def value_expressions(frame: DataFrame, columns: Sequence[ValueColumn]) -> list[Column]:
     """Return each column of ``frame`` as SDMetrics compares it: continuous ones as doubles, discrete ones as strings."""
     types = {field.name: field.dataType for field in frame.schema.fields}
@@ -171,8 +176,8 @@ def _bin_expr(value: Column, edges: np.ndarray) -> Column:
 
     Like numpy, a null lands in the same bin as the maximum.
     """
-    below = [(value >= F.lit(float(edge))).cast("int") for edge in edges]
-    return F.when(value.isNull(), F.lit(len(edges))).otherwise(sum(below[1:], below[0]))
+    at_most = F.size(F.filter(double_array(edges), lambda edge: edge <= value))
+    return F.when(value.isNull(), F.lit(len(edges))).otherwise(at_most)
 
 
 def _side_statistics(
@@ -215,12 +220,15 @@ def _cell_counts(
     category for pairs, as SDMetrics does.
     """
 
-    def code(j: int) -> Column:
-        if not columns[j].continuous:
-            return F.col(_slot(j))
+    binned = sorted({j for pair in tabulated for j in pair if columns[j].continuous})
+
+    def bin_code(j: int) -> Column:
         real_bin = _bin_expr(F.col(_slot(j)), edges[_REAL][j])
         synthetic_bin = _bin_expr(F.col(_slot(j)), edges[_SYNTHETIC][j])
         return F.when(F.col(_SIDE) == F.lit(_REAL), real_bin).otherwise(synthetic_bin).cast("string")
+
+    def code(j: int) -> Column:
+        return F.col(_bin_slot(j)) if columns[j].continuous else F.col(_slot(j))
 
     no_number, no_string = F.lit(None).cast("double"), F.lit(None).cast("string")
     shape_entries = [
@@ -250,6 +258,8 @@ def _cell_counts(
                 F.lit(fractions[_SYNTHETIC])
             )
             sampled = union.where(F.rand(_SAMPLE_SEED) < threshold)
+        # Each bin is computed once per row, however many pairs use its column.
+        sampled = sampled.select("*", *[bin_code(j).alias(_bin_slot(j)) for j in binned])
         streams.append(stack(sampled, pair_entries))
     cells = (
         reduce(lambda first, second: first.unionByName(second), streams)
@@ -375,6 +385,27 @@ def score_columns(
     correlated = [(a, b) for a, b in scored if columns[a].continuous and columns[b].continuous]
     tabulated = [(a, b) for a, b in scored if not (columns[a].continuous and columns[b].continuous)]
     binned = sorted({j for pair in tabulated for j in pair if columns[j].continuous})
+    if scored:
+        # Two queries read the union: keep it rather than read and join the sources twice.
+        union = union.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        return _scores(union, columns, scored, shaped, correlated, tabulated, binned, trends)
+    finally:
+        if scored:
+            union.unpersist()
+
+
+def _scores(
+    union: DataFrame,
+    columns: Sequence[ValueColumn],
+    scored: list[tuple[int, int]],
+    shaped: list[int],
+    correlated: list[tuple[int, int]],
+    tabulated: list[tuple[int, int]],
+    binned: list[int],
+    trends: dict[str, Any],
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Run the queries of :func:`score_columns` on the stacked sides and score the columns and pairs."""
     sides: dict[int, dict[str, Any]] = {_REAL: {}, _SYNTHETIC: {}}
     if scored:
         sides = _side_statistics(union, binned, correlated)
