@@ -497,25 +497,30 @@ def _correlations(frame: DataFrame, size: int) -> np.ndarray:
     Sums are exact integers, so the same rows give the same matrix under any partitioning.
     """
     value = [F.element_at(qcol(_U), i + 1) - F.lit(0.5) for i in range(size)]
-    singles = frame.agg(
+    single_aggregates = [
         *[F.count(v).alias(f"n{i}") for i, v in enumerate(value)],
         *[_exact_sum(v).alias(f"s{i}") for i, v in enumerate(value)],
         *[_exact_sum(v * v).alias(f"q{i}") for i, v in enumerate(value)],
-    ).first()
-    assert singles is not None
-    count = np.array([float(singles[f"n{i}"] or 0) for i in range(size)])
-    safe = np.maximum(count, 1.0)
-    mean = np.array([_from_fixed(singles[f"s{i}"]) for i in range(size)]) / safe
-    variance = np.array([_from_fixed(singles[f"q{i}"]) for i in range(size)]) / safe - mean**2
+    ]
     pairs = [(i, j) for i in range(size) for j in range(i + 1, size)]
-    matrix = np.eye(size)
-    for start in range(0, len(pairs), PAIRS_PER_JOB // 2):
-        chunk = pairs[start: start + PAIRS_PER_JOB // 2]
+    chunks = [pairs[start: start + PAIRS_PER_JOB // 2] for start in range(0, len(pairs), PAIRS_PER_JOB // 2)] or [[]]
+    results = []
+    for number, chunk in enumerate(chunks):
+        # The first query also takes the single-dimension sums.
         row = frame.agg(
+            *(single_aggregates if number == 0 else []),
             *[_exact_sum(value[i] * value[j]).alias(f"p{k}") for k, (i, j) in enumerate(chunk)],
             *[F.count(value[i] * value[j]).alias(f"c{k}") for k, (i, j) in enumerate(chunk)],
         ).first()
         assert row is not None
+        results.append(row)
+    singles = results[0]
+    count = np.array([float(singles[f"n{i}"] or 0) for i in range(size)])
+    safe = np.maximum(count, 1.0)
+    mean = np.array([_from_fixed(singles[f"s{i}"]) for i in range(size)]) / safe
+    variance = np.array([_from_fixed(singles[f"q{i}"]) for i in range(size)]) / safe - mean**2
+    matrix = np.eye(size)
+    for chunk, row in zip(chunks, results):
         for k, (i, j) in enumerate(chunk):
             both = float(row[f"c{k}"] or 0)
             if both < 3 or variance[i] <= 1e-12 or variance[j] <= 1e-12:
@@ -641,33 +646,42 @@ def order_categories(fitted: TableModel, own: list[str], ranks: DataFrame, size:
     ]
     if not targets or size < 2:
         return False
+    # One query for all targets: each row appears once per target, with its category there.
+    value = [F.element_at(qcol(_U), j + 1) - F.lit(0.5) for j in range(size)]
+    entries = []
+    for position, i in enumerate(targets):
+        starts, _ = _weights([float(w) for w in fitted.column(own[i]).distribution["weights"]])
+        u = F.element_at(qcol(_U), i + 1)
+        # Interval starts after the first: the number at most u is the 0-based category.
+        category = count_below(u, starts[1:], strict=False)
+        entries.append(F.when(u.isNotNull(), F.struct(F.lit(position).alias("t"), category.alias("c"))))
+    rows = (
+        ranks.select(F.explode(F.filter(F.array(*entries), lambda e: e.isNotNull())).alias("e"), *[
+            v.alias(f"v{j}") for j, v in enumerate(value)
+        ])
+        .groupBy(F.col("e.t").alias("target"), F.col("e.c").alias("category"))
+        .agg(
+            F.count(F.lit(1)).alias("rows"),
+            *[F.count(f"v{j}").alias(f"n{j}") for j in range(size)],
+            *[_exact_sum(F.col(f"v{j}")).alias(f"s{j}") for j in range(size)],
+        )
+        .collect()
+    )
     changed = False
-    sample = ranks.persist(StorageLevel.MEMORY_AND_DISK)
-    try:
-        for i in targets:
-            dist = fitted.column(own[i]).distribution
-            starts, _ = _weights([float(w) for w in dist["weights"]])
-            # Interval starts after the first: the number at most u is the 0-based category.
-            category = count_below(F.element_at(qcol(_U), i + 1), starts[1:], strict=False)
-            others = [j for j in range(size) if j != i]
-            value = [F.element_at(qcol(_U), j + 1) - F.lit(0.5) for j in others]
-            rows = (
-                sample.where(F.element_at(qcol(_U), i + 1).isNotNull())
-                .groupBy(category.alias("category"))
-                .agg(
-                    F.count(F.lit(1)).alias("rows"),
-                    *[F.count(v).alias(f"n{k}") for k, v in enumerate(value)],
-                    *[_exact_sum(v).alias(f"s{k}") for k, v in enumerate(value)],
-                )
-                .collect()
-            )
-            order = _principal_order(rows, len(dist["values"]), len(others))
-            if order != list(range(len(dist["values"]))):
-                dist["values"] = [dist["values"][k] for k in order]
-                dist["weights"] = [dist["weights"][k] for k in order]
-                changed = True
-    finally:
-        sample.unpersist()
+    for position, i in enumerate(targets):
+        dist = fitted.column(own[i]).distribution
+        others = [j for j in range(size) if j != i]
+        mine = [
+            {"category": row["category"], "rows": row["rows"],
+             **{f"n{k}": row[f"n{j}"] for k, j in enumerate(others)},
+             **{f"s{k}": row[f"s{j}"] for k, j in enumerate(others)}}
+            for row in rows if row["target"] == position
+        ]
+        order = _principal_order(mine, len(dist["values"]), len(others))
+        if order != list(range(len(dist["values"]))):
+            dist["values"] = [dist["values"][k] for k in order]
+            dist["weights"] = [dist["weights"][k] for k in order]
+            changed = True
     return changed
 
 

@@ -142,23 +142,22 @@ def test_berka_mlflow_run(berka) -> None:
 
 
 def test_berka_same_seed_regenerates_identical_tables(spark: SparkSession, berka, tmp_path: Path) -> None:
+    """Generating again from the fitted model with the same seed gives the same eight tables, reference table included.
+
+    That another seed gives other tables is checked on the bank database
+    (tests/test_pipeline.py), which costs a fraction of a berka generation.
+    """
     config, _ = berka
     model_dir = str(Path(config.output.path) / "_synthspark_model")
     same = config.model_copy(update={"output": config.output.model_copy(update={"path": str(tmp_path / "same")}),
                                      "tracking": config.tracking.model_copy(update={"enabled": False})})
-    other_generation = config.generation.model_copy(update={"seed": config.generation.seed + 1})
-    other = same.model_copy(update={"output": config.output.model_copy(update={"path": str(tmp_path / "other")}),
-                                    "generation": other_generation})
     run_pipeline(spark, same, model_dir=model_dir, stages=("generate",))
-    run_pipeline(spark, other, model_dir=model_dir, stages=("generate",))
     first = read_tables(spark, config.output, list(config.tables))
     second = read_tables(spark, same.output, list(config.tables))
-    third = read_tables(spark, other.output, list(config.tables))
     for table in config.tables:
         assert first[table].schema == second[table].schema
         assert first[table].count() == second[table].count()
         assert first[table].exceptAll(second[table]).count() == 0, f"{table} differs between equal seeds"
-    assert first["trans"].exceptAll(third["trans"]).count() > 0
 
 
 def test_nycflights13_keys_valid_including_composite_weather_key(spark: SparkSession, flights) -> None:
