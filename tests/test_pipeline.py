@@ -39,11 +39,16 @@ def _config(tmp_path: Path, name: str = "out", **overrides) -> SynthConfig:
 
 
 def assert_integrity(tables: dict[str, DataFrame]) -> None:
+    """Assert unique non-null primary keys and resolving foreign keys among the bank tables in ``tables``."""
     for table, key in KEYS.items():
+        if table not in tables:
+            continue
         frame = tables[table]
         assert frame.count() == frame.select(*key).distinct().count(), f"{table} primary key repeats"
         assert frame.where(" OR ".join(f"{c} IS NULL" for c in key)).count() == 0, f"{table} has null keys"
     for child, columns, parent, parent_columns in RELATIONSHIPS:
+        if child not in tables or parent not in tables:
+            continue
         keys = tables[parent].select(*[tables[parent][p].alias(c) for p, c in zip(parent_columns, columns)])
         present = tables[child].dropna(subset=columns)
         orphans = present.join(keys, on=columns, how="left_anti").count()
@@ -243,6 +248,9 @@ def test_orphans_default_to_a_clear_error(spark: SparkSession, tmp_path: Path) -
 def test_orphan_policy_is_applied_and_counted(spark: SparkSession, tmp_path: Path, policy: str) -> None:
     source = write_bank(tmp_path / "src", orphans=3)
     data = bank_config(source, tmp_path / "out")
+    # Only the two tables of the relationship, which keeps the run short.
+    data["tables"] = {name: data["tables"][name] for name in ("account", "transfer")}
+    data["tables"]["account"].pop("foreign_keys")
     data["tables"]["transfer"]["foreign_keys"][0]["on_orphan"] = policy
     config = parse_config(data)
     result = run_pipeline(spark, config, stages=("fit", "generate"))
@@ -255,7 +263,9 @@ def test_orphan_policy_is_applied_and_counted(spark: SparkSession, tmp_path: Pat
         assert rel["null_fraction"] == 0
     metrics = mlflow.get_run(result.run_id).data.metrics
     assert metrics["orphan_rows/transfer.account_id__to__account.account_id"] == 3
-    assert_integrity(read_tables(spark, config.output, TABLES))
+    tables = read_tables(spark, config.output, list(config.tables))
+    assert tables["transfer"].count() > 0
+    assert_integrity(tables)
 
 
 def test_cli_stages_run_separately(cli_run: dict[str, Any]) -> None:
