@@ -35,6 +35,7 @@ from synthspark.dependence import (
     joint_member,
     joint_struct,
     normal_cdf,
+    null_dimension,
     score_histograms,
     with_joint_columns,
     with_normal_scores,
@@ -453,12 +454,14 @@ class _Generator:
                 u = uniform(self.seed, table, column.name, "joint")
                 outputs.append(joint_member(joint, column, data_type, u).alias(column.name))
             elif column.stored_as is not None:
-                value = _value_expr(column, data_type, self.seed, table, self.uniform_of(table, column, ranked))
+                value = _value_expr(column, data_type, self.seed, table, self.uniform_of(table, column, ranked),
+                                    self.null_uniform_of(table, column, ranked))
                 outputs.append(_source_form(value, column).alias(column.name))
             elif column.distribution["type"] == "personal":
                 outputs.append(self.personal_expr(table, column).alias(column.name))
             else:
-                value = _value_expr(column, data_type, self.seed, table, self.uniform_of(table, column, ranked))
+                value = _value_expr(column, data_type, self.seed, table, self.uniform_of(table, column, ranked),
+                                    self.null_uniform_of(table, column, ranked))
                 outputs.append(value.alias(column.name))
         result = frame.select(*outputs)
         for column in fitted.columns:
@@ -469,6 +472,10 @@ class _Generator:
     def uniform_of(self, table: str, column: ColumnModel, ranked: bool = False) -> Column | None:
         """Return the copula's uniform for ``column``, or None when the column is drawn independently."""
         return dimension_uniform(self.model.tables[table].dependence, column.name, ranked)
+
+    def null_uniform_of(self, table: str, column: ColumnModel, ranked: bool = False) -> Column | None:
+        """Return the copula's uniform for whether ``column`` is null, or None when nulls are drawn independently."""
+        return dimension_uniform(self.model.tables[table].dependence, null_dimension(column.name), ranked)
 
     def personal_expr(self, table: str, column: ColumnModel, candidate: int = 0) -> Column:
         """Return the column's generated personal data (a name, e-mail, ...) with its null share."""
@@ -643,8 +650,17 @@ def _primary_key_expr(fitted: TableModel, column: ColumnModel, seed: int, table:
 
 
 def _value_expr(
-    column: ColumnModel, data_type: T.DataType, seed: int, table: str, u: Column | None = None
+    column: ColumnModel,
+    data_type: T.DataType,
+    seed: int,
+    table: str,
+    u: Column | None = None,
+    null_u: Column | None = None,
 ) -> Column:
+    """Return the drawn values of ``column``: from the uniform ``u``, null where ``null_u`` is below the null share.
+
+    Without ``u`` or ``null_u``, those uniforms are drawn independently of the other columns.
+    """
     dist = column.distribution
     kind = dist["type"]
     if u is None:
@@ -674,8 +690,8 @@ def _value_expr(
     else:
         raise ValueError(f"unknown distribution type {kind!r} for {table}.{column.name}")
     if column.null_fraction > 0:
-        is_null = uniform(seed, table, column.name, "null") < F.lit(column.null_fraction)
-        result = F.when(is_null, F.lit(None).cast(data_type)).otherwise(result)
+        draw = uniform(seed, table, column.name, "null") if null_u is None else null_u
+        result = F.when(draw < F.lit(column.null_fraction), F.lit(None).cast(data_type)).otherwise(result)
     return result.cast(data_type)
 
 

@@ -301,3 +301,52 @@ def test_too_many_combinations_stay_separate(spark: SparkSession) -> None:
     [made] = fit_joint_columns(few, paired, min_count=5)
     assert made.distribution["members"] == ["x", "y"]
     assert sum(made.distribution["weights"]) == 5000
+
+
+def test_missing_values_follow_other_columns(spark: SparkSession, tmp_path: Path) -> None:
+    """Where values are missing depends on the other columns as in the source.
+
+    A gust is recorded only in strong wind (about a third of the rows), and then it is
+    close to the wind speed. Nulls drawn apart from the other columns would fall on calm
+    and windy rows alike. The recorded gusts keep their distribution.
+    """
+    rng = random.Random(21)
+    rows = []
+    for i in range(1, 3001):
+        wind = rng.lognormvariate(2.2, 0.5)
+        gust = round(1.4 * wind + rng.gauss(0, 1), 2) if wind * rng.lognormvariate(0, 0.15) > 11 else None
+        rows.append((i, round(wind, 2), gust))
+    source = tmp_path / "src"
+    write_csv(source, "weather.csv", ["reading_id", "wind", "gust"], rows)
+    config = parse_config({
+        "name": "weather",
+        "source_root": str(source),
+        "tables": {
+            "weather": {
+                "source": {"path": "weather.csv", "format": "csv"},
+                "primary_key": "reading_id",
+                "columns": {"reading_id": "id", "wind": "numerical", "gust": "numerical"},
+            },
+        },
+        "generation": {"scale": 1.0, "seed": 4},
+        "output": {"format": "delta", "path": str(tmp_path / "out")},
+        "tracking": {"enabled": False},
+    })
+    model = fit(spark, config)
+    assert "#null:gust" in model.tables["weather"].dependence["dimensions"]
+    database = generate(spark, model, config)
+    try:
+        synthetic = database.tables["weather"].toPandas()
+    finally:
+        database.unpersist()
+    real = pd.read_csv(source / "weather.csv")
+    calm, windy = real["wind"].quantile(0.5), real["wind"].quantile(0.8)
+    for name, frame in (("real", real), ("synthetic", synthetic)):
+        missing = frame["gust"].isna()
+        assert abs(missing.mean() - real["gust"].isna().mean()) < 0.03, f"{name}: null share {missing.mean():.3f}"
+        calm_missing = missing[frame["wind"] < calm].mean()
+        windy_missing = missing[frame["wind"] > windy].mean()
+        assert calm_missing > 0.85, f"{name}: {calm_missing:.2f} of calm rows have no gust"
+        assert windy_missing < 0.3, f"{name}: {windy_missing:.2f} of windy rows have no gust"
+    distance = stats.ks_2samp(real["gust"].dropna(), synthetic["gust"].dropna()).statistic
+    assert distance < 0.05, f"recorded gusts: KS distance {distance:.3f}"
