@@ -34,7 +34,7 @@ def hash_long(seed: int, *parts: str | int, index: Column | None = None) -> Colu
 
 # Arrays longer than this are built from one string literal (see :func:`double_array`).
 _SHORT_ARRAY = 8
-# Separators tried, in order, for string arrays; one that occurs in no value is used.
+# Separators tried in order for string arrays: the first that occurs in no value is used.
 _SEPARATORS = ("\x1f", "\x1e", "\x1d", "\x1c")
 
 
@@ -42,7 +42,7 @@ def _split_literal(items: list[str], separator: str, element_type: str) -> Colum
     """Return ``items`` as a literal array: one string literal split and cast, which Spark folds to a constant.
 
     A SQL ``array(...)`` of N literals is an expression tree of N nodes, which every
-    analysis and optimisation pass walks again; with the 1,000-point grids of fitted
+    analysis and optimisation pass walks again. With the 1,000-point grids of fitted
     quantiles that costs seconds per query. The split string is three nodes.
     """
     value = F.split(F.lit(separator.join(items)), separator, -1)
