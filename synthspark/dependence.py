@@ -176,9 +176,9 @@ def table_dimensions(plan: Plan, fitted: TableModel, relationships: dict[str, Re
         )
         counts = counts[:MAX_DIMENSIONS]
         columns = columns[: MAX_DIMENSIONS - len(counts)]
-        kept = set(columns)
+        modelled = set(columns)
         room = MAX_DIMENSIONS - len(counts) - len(columns)
-        nulls = [d for d in nulls if d[len(NULL_PREFIX):] in kept][:room]
+        nulls = [d for d in nulls if d[len(NULL_PREFIX):] in modelled][:room]
     return columns + counts + nulls
 
 

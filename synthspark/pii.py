@@ -28,7 +28,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from synthspark.errors import SourceDataError
-from synthspark.sampling import INTERNAL, ROW_INDEX, hash_long, qcol
+from synthspark.sampling import INTERNAL, ROW_INDEX, hash_long, qcol, string_array
 
 logger = logging.getLogger(__name__)
 
@@ -230,14 +230,8 @@ def _phone_formats(fake: Faker) -> tuple[str, ...]:
     return tuple(accepted) or _FALLBACK_PHONE_FORMATS
 
 
-def _literal_array(values: tuple[str, ...]) -> Column:
-    # One string literal split into an array: a single expression in the plan in place of
-    # thousands of lit() calls, and Spark folds it into a constant during optimisation.
-    return F.split(F.lit(_LIST_SEPARATOR.join(values)), _LIST_SEPARATOR)
-
-
 def _pick(values: tuple[str, ...], hashed: Column) -> Column:
-    return F.element_at(_literal_array(values), (F.pmod(hashed, F.lit(len(values))) + F.lit(1)).cast("int"))
+    return F.element_at(string_array(list(values)), (F.pmod(hashed, F.lit(len(values))) + F.lit(1)).cast("int"))
 
 
 def _name_parts(
@@ -327,7 +321,7 @@ def _text_expr(words: Vocabulary, seed: int, table: str, column: str, index: Col
     length = F.pmod(hash_long(seed, table, column, "text_length", candidate, index=index), F.lit(span)) + F.lit(
         _TEXT_MIN_WORDS
     )
-    vocabulary_array = _literal_array(words.words)
+    vocabulary_array = string_array(list(words.words))
     size = len(words.words)
 
     def word_at(position: Column) -> Column:

@@ -220,7 +220,7 @@ def _cell_counts(
     category for pairs, as SDMetrics does.
     """
 
-    binned = sorted({j for pair in tabulated for j in pair if columns[j].continuous})
+    binned = sorted(edges[_REAL])
 
     def bin_code(j: int) -> Column:
         real_bin = _bin_expr(F.col(_slot(j)), edges[_REAL][j])
