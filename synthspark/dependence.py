@@ -190,10 +190,9 @@ def _joint_key(members: list[str]) -> Column:
     return F.to_json(F.struct(*[qcol(m).cast("string").alias(m) for m in members]))
 
 
-def joint_struct(value: Column, members: list[str]) -> Column:
-    """Parse a combination written by the joint key back into a struct of string fields (null for JOINT_OTHER)."""
-    parsed = F.from_json(value, T.StructType([T.StructField(m, T.StringType()) for m in members]))
-    return F.when(value == F.lit(JOINT_OTHER), F.lit(None)).otherwise(parsed)
+def joint_index(joint: ColumnModel, u: Column) -> Column:
+    """Return the 0-based index of the combination that ``u`` draws from a joint column's weights."""
+    return choose_index(u, [float(w) for w in joint.distribution["weights"]])
 
 
 def fit_joint_columns(fitted: TableModel, frame: DataFrame, min_count: int) -> list[ColumnModel]:
@@ -267,11 +266,25 @@ def with_joint_columns(frame: DataFrame, fitted: TableModel) -> DataFrame:
 
 
 def joint_member(joint: ColumnModel, member: ColumnModel, data_type: T.DataType, u: Column) -> Column:
-    """Return a member's value from the struct that replaced the joint column in generated rows.
+    """Return a member's value from the combination index that replaced the joint column in generated rows.
 
-    In JOINT_OTHER rows the struct is null, and the value is drawn with ``u`` from
-    the member's counts that the stored combinations leave (its residual counts).
+    Two short literal arrays map the index to the value: the member's distinct values
+    among the combinations, and per combination the position of its value there (-1
+    for null). No text is parsed per row. In JOINT_OTHER rows the value is drawn with
+    ``u`` from the member's counts that the stored combinations leave (its residual counts).
     """
+    combinations = [None if v == JOINT_OTHER else json.loads(v) for v in joint.distribution["values"]]
+    present = sorted({str(c[member.name]) for c in combinations if c and c.get(member.name) is not None})
+    positions = [
+        present.index(str(c[member.name])) if c and c.get(member.name) is not None else -1 for c in combinations
+    ]
+    index = qcol(joint.name)
+    if present:
+        stored = F.get(string_array(present), F.get(long_array(positions), index).cast("int"))
+    else:
+        stored = F.lit(None).cast("string")
+    if JOINT_OTHER not in joint.distribution["values"]:
+        return stored.cast(data_type)
     residual = joint.distribution["residual"][member.name]
     weights = [float(w) for w in residual["weights"]] + [float(residual["null_weight"])]
     if sum(weights) > 0:
@@ -279,8 +292,8 @@ def joint_member(joint: ColumnModel, member: ColumnModel, data_type: T.DataType,
         drawn = pick(choose_index(u, weights), values)
     else:
         drawn = F.lit(None).cast("string")
-    stored = qcol(joint.name).getField(member.name)
-    return F.when(qcol(joint.name).isNull(), drawn).otherwise(stored).cast(data_type)
+    other = joint.distribution["values"].index(JOINT_OTHER)
+    return F.when(index == F.lit(other), drawn).otherwise(stored).cast(data_type)
 
 
 # Fit: ranks and correlations.

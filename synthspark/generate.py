@@ -32,8 +32,8 @@ from synthspark.dependence import (
     count_dimension,
     dimension_score,
     dimension_uniform,
+    joint_index,
     joint_member,
-    joint_struct,
     normal_cdf,
     null_dimension,
     score_histograms,
@@ -443,8 +443,9 @@ class _Generator:
         outputs = [] if ROW_INDEX not in frame.columns else [qcol(ROW_INDEX)]
         ranked = U_RANKED in frame.columns
         for joint in fitted.joint:
-            combination = _value_expr(joint, T.StringType(), self.seed, table, self.uniform_of(table, joint, ranked))
-            frame = frame.withColumn(joint.name, joint_struct(combination, joint.distribution["members"]))
+            u = self.uniform_of(table, joint, ranked)
+            u = uniform(self.seed, table, joint.name, "value") if u is None else u
+            frame = frame.withColumn(joint.name, joint_index(joint, u))
         for column in fitted.columns:
             data_type = _type_of(column)
             joint = fitted.joint_of(column.name)

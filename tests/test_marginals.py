@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import numpy as np
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from scipy import stats
@@ -19,6 +20,7 @@ from synthspark.dependence import (
 )
 from synthspark.fit import fit
 from synthspark.generate import generate
+from synthspark.sampling import ROW_INDEX, choose_index, uniform
 from tests.conftest import write_csv
 
 
@@ -140,3 +142,28 @@ def test_score_uniforms_flatten_a_drifted_mixture(spark: SparkSession) -> None:
     assert stats.kstest(stats.norm.cdf(result["z"]), "uniform").statistic > 0.1
     assert stats.spearmanr(result["z"], result["u"]).statistic > 0.9999
     assert result["count_u"].isna().all()
+
+
+def test_choose_index_exact_inverse_cdf(spark: SparkSession) -> None:
+    """choose_index returns numpy's searchsorted index on every row, in sparse and crowded lookup buckets."""
+    rng = np.random.default_rng(5)
+    shapes = {
+        "few": [3.0, 1.0, 0.5, 2.0, 1.0, 0.1, 0.2, 4.0, 1.0],
+        "long tail": list(rng.pareto(1.5, 400) + 0.01),
+        # Weights this small share one bucket even at the finest resolution, so the scan path runs.
+        "crowded": [1e-9] * 30 + [1.0] + [1e-9] * 30 + [1.0],
+        "with zeros": [0.0, 1.0, 0.0, 0.0, 2.0, 0.0, 1.0, 0.0, 0.0, 3.0],
+    }
+    rows = spark.range(20_000).withColumnRenamed("id", ROW_INDEX)
+    u = uniform(11, "choose", "index")
+    for name, weights in shapes.items():
+        got = rows.select(u.alias("u"), choose_index(u, weights).alias("index")).toPandas()
+        cumulative = np.cumsum(weights) / np.cumsum(weights)[-1]
+        expected = np.minimum(np.searchsorted(cumulative, got["u"].to_numpy(), side="right"), len(weights) - 1)
+        assert (got["index"].to_numpy() == expected).all(), name
+    # Random rows almost never land among the tiny weights, so draw u inside them (between two sums).
+    crowded = shapes["crowded"]
+    cumulative = np.cumsum(crowded) / np.cumsum(crowded)[-1]
+    for point in (5.25e-9, 1.225e-8, 0.5 + 7.25e-9):
+        inside = spark.range(1).select(choose_index(F.lit(point), crowded).alias("index")).first()["index"]
+        assert inside == np.searchsorted(cumulative, point, side="right")
