@@ -40,6 +40,7 @@ from synthspark.sampling import (
     INTERNAL,
     ROW_INDEX,
     choose_index,
+    count_passing,
     double_array,
     long_array,
     pick,
@@ -99,6 +100,7 @@ _U = f"{INTERNAL}u"
 _PU = f"{INTERNAL}pu"
 _PARENT_KEY = f"{INTERNAL}pkey"
 _NOISE = f"{INTERNAL}noise"
+_PARENT_NOISE = f"{INTERNAL}parent_noise"
 _KNOWN = f"{INTERNAL}known"
 _TWO_POW_32 = float(1 << 32)
 _NORMAL = NormalDist()
@@ -344,12 +346,12 @@ def count_below(x: Column, points: list[float], strict: bool) -> Column:
     last = np.concatenate([np.searchsorted(grid, edges[2:], side="right"), [len(grid)]])
     span = F.lit(high - low)
     bucket = F.least(F.greatest(F.floor((x - F.lit(low)) / span * F.lit(buckets)), F.lit(0)), F.lit(buckets - 1))
-    index = bucket.cast("int") + F.lit(1)
-    before = F.element_at(long_array(first), index).cast("int")
-    after = F.element_at(long_array(last), index).cast("int")
-    candidates = F.slice(double_array(grid), before + F.lit(1), F.greatest(after - before, F.lit(0)))
-    inside = F.filter(candidates, (lambda q: q < x) if strict else (lambda q: q <= x))
-    return before + F.size(inside)
+    index = bucket.cast("int")
+    before = F.get(long_array(first), index).cast("int")
+    after = F.get(long_array(last), index).cast("int")
+    test = (lambda q: q < x) if strict else (lambda q: q <= x)
+    # The windows of most buckets contain at most two grid points, and the wider ones are scanned.
+    return count_passing(double_array(grid), before, after, int((last - first).max()), test, unrolled=2)
 
 
 def grid_points(column: ColumnModel) -> list[float]:
@@ -985,12 +987,18 @@ def with_normal_scores(frame: DataFrame, dependence: dict[str, Any], seed: int, 
     own = len(dependence["dimensions"])
     parent = len(dependence["parent_dimensions"]) if PARENT_Z in frame.columns else 0
     sigma = np.asarray(dependence["correlation"], dtype="float64")
-    frame = frame.withColumn(_NOISE, F.array(*[normal(seed, table, k) for k in range(own + parent)]))
-    noise = [F.element_at(qcol(_NOISE), k + 1) for k in range(own + parent)]
+    frame = frame.withColumn(_NOISE, F.array(*[normal(seed, table, k) for k in range(own)]))
+    noise = [F.element_at(qcol(_NOISE), k + 1) for k in range(own)]
     if parent == 0:
         factor = _cholesky(sigma[:own, :own])
         scores = F.array(*[_linear(factor[i, : i + 1], noise[: i + 1]) for i in range(own)])
         return frame.withColumn(Z, scores).drop(_NOISE, PARENT_Z)
+    # Draws for the parent dimensions are needed only where the parent is unknown.
+    frame = frame.withColumn(
+        _PARENT_NOISE,
+        F.when(qcol(PARENT_Z).isNull(), F.array(*[normal(seed, table, own + k) for k in range(parent)])),
+    )
+    parent_noise = [F.element_at(qcol(_PARENT_NOISE), k + 1) for k in range(parent)]
     s_cc = sigma[:own, :own]
     s_cp = sigma[:own, own:]
     s_pp = sigma[own:, own:]
@@ -998,7 +1006,7 @@ def with_normal_scores(frame: DataFrame, dependence: dict[str, Any], seed: int, 
     regression = s_cp @ np.linalg.pinv(s_pp, rcond=1e-6)
     factor = _psd_factor(s_cc - regression @ s_cp.T)
     drawn_parent = _cholesky(s_pp)
-    fallback = F.array(*[_linear(drawn_parent[i, : i + 1], noise[own: own + i + 1]) for i in range(parent)])
+    fallback = F.array(*[_linear(drawn_parent[i, : i + 1], parent_noise[: i + 1]) for i in range(parent)])
     mean = dependence.get("parent_mean") or [0.0] * parent
     deviation = dependence.get("parent_std") or [1.0] * parent
     bound = F.lit(MAX_PARENT_SCORE)
@@ -1011,7 +1019,7 @@ def with_normal_scores(frame: DataFrame, dependence: dict[str, Any], seed: int, 
     frame = frame.withColumn(_KNOWN, F.when(qcol(PARENT_Z).isNull(), fallback).otherwise(standardised))
     known = [F.element_at(qcol(_KNOWN), k + 1) for k in range(parent)]
     scores = F.array(*[_linear(regression[i], known) + _linear(factor[i], noise[:own]) for i in range(own)])
-    return frame.withColumn(Z, scores).drop(_NOISE, _KNOWN, PARENT_Z)
+    return frame.withColumn(Z, scores).drop(_NOISE, _PARENT_NOISE, _KNOWN, PARENT_Z)
 
 
 def with_reference_ranks(frame: DataFrame, fitted: TableModel, dependence: dict[str, Any], seed: int) -> DataFrame:

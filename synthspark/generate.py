@@ -171,21 +171,43 @@ def quotas(weights: list[float], total: int) -> list[int]:
     return [int(p) for p in parts]
 
 
+@dataclass
+class _Counts:
+    """Each parent's number of children (or slots) as columns over the parents' frame.
+
+    ``start`` is the position of the parent's first child among all children, and
+    ``total`` the number of children. Both are None when only a Spark job can
+    compute them (see :func:`_with_prefix_sums`).
+    """
+
+    count: Column
+    start: Column | None
+    total: int | None
+
+
 def _sample_counts(
-    seed: int, table: str, rel: RelationshipModel, purpose: str, parents: int, ranked: bool = False
-) -> Column:
+    seed: int, table: str, rel: RelationshipModel, purpose: str, parents: int, ranked: bool = False,
+    limit: int | None = None,
+) -> _Counts:
     """Return each parent's child count so that the counts follow the fitted histogram as closely as integers allow.
 
     The ``parents`` rows get quotas of each count value (proportional to the
     fitted histogram), so the histogram is reproduced, not only matched in
     expectation. The quotas go in the order of ``RANK`` when ``ranked`` (the
     parents' copula score for this count, so large parents get many children),
-    else in the order of a seeded permutation of the parent index.
+    else in the order of a seeded permutation of the parent index. Counts above
+    ``limit`` are cut to it.
+
+    Children are laid out in the same order as the quotas, so the position of a
+    parent's first child needs no Spark job. It is the number of children of the
+    quotas before the parent's own, plus its count times the parents before it in
+    its own quota.
     """
     weights = [float(p) for p in rel.count_parents]
     if not weights or sum(weights) == 0 or parents == 0:
-        return F.lit(0).cast("long")
+        return _Counts(F.lit(0).cast("long"), F.lit(0).cast("long"), 0)
     parts = quotas(weights, parents)
+    values = [int(v) if limit is None else min(int(v), limit) for v in rel.count_values]
     if ranked:
         position = qcol(RANK)
     else:
@@ -194,9 +216,15 @@ def _sample_counts(
         position = F.pmod(
             qcol(PARENT_INDEX).cast(wide) * F.lit(multiplier).cast(wide) + F.lit(offset).cast(wide),
             F.lit(parents).cast(wide),
-        )
+        ).cast("long")
     u = (position.cast("double") + F.lit(0.5)) / F.lit(float(parents))
-    return pick(choose_index(u, [float(p) for p in parts]), [int(v) for v in rel.count_values]).cast("long")
+    quota = choose_index(u, [float(p) for p in parts])
+    children = [part * value for part, value in zip(parts, values)]
+    first_parent = np.cumsum([0, *parts[:-1]]).tolist()
+    first_child = np.cumsum([0, *children[:-1]]).tolist()
+    count = pick(quota, values).cast("long")
+    start = pick(quota, first_child).cast("long") + (position - pick(quota, first_parent).cast("long")) * count
+    return _Counts(count, start, int(sum(children)))
 
 
 class _Generator:
@@ -219,8 +247,8 @@ class _Generator:
         # Source tables, read only to make sure no personal value is copied from them.
         self.sources: dict[str, DataFrame] = dict(sources or {})
 
-    def parent_keys(self, rel: Relationship, purpose: str) -> tuple[DataFrame, Column]:
-        """Return the parent's index and key as the child names them, with each parent's child count.
+    def parent_keys(self, rel: Relationship, purpose: str, limit: int | None = None) -> tuple[DataFrame, _Counts]:
+        """Return the parent's index and key as the child names them, with each parent's child count (at most ``limit``).
 
         The frame also carries the parent's copula scores as ``PARENT_Z`` when the
         child table is conditioned on them.
@@ -241,16 +269,26 @@ class _Generator:
         rows = self.rows[rel.parent]
         if score is not None:
             frame = _with_ranks(self.spark, frame, score, rows)
-        counts = _sample_counts(self.seed, rel.child, fitted_rel, purpose, rows, ranked=score is not None)
+        counts = _sample_counts(self.seed, rel.child, fitted_rel, purpose, rows, ranked=score is not None, limit=limit)
         scale = self.config.generation.scale
         if self.config.tables[rel.parent].reference and scale != 1:
             # A reference table keeps its rows, so its children scale through their counts,
             # rounded up or down at random so that the total follows the scale.
             bump = uniform(self.seed, rel.child, rel.name, purpose, "scale", index=qcol(PARENT_INDEX))
-            counts = F.floor(counts.cast("double") * F.lit(float(scale)) + bump).cast("long")
+            scaled = F.floor(counts.count.cast("double") * F.lit(float(scale)) + bump).cast("long")
+            if limit is not None:
+                scaled = F.least(scaled, F.lit(limit).cast("long"))
+            counts = _Counts(scaled, None, None)
         if Z in parent.columns:
             frame = frame.drop(Z)
         return frame, counts
+
+    def with_starts(self, parents: DataFrame, counts: _Counts, rel: Relationship) -> tuple[DataFrame, int]:
+        """Add ``COUNT`` and ``START`` (the position of each parent's first child) to ``parents``; return it and the total."""
+        parents = parents.withColumn(COUNT, counts.count)
+        if counts.start is None or counts.total is None:
+            return _with_prefix_sums(self.spark, parents, self.rows[rel.parent])
+        return parents.withColumn(START, counts.start), counts.total
 
     def root_frame(self, table: str) -> tuple[DataFrame, int]:
         fitted = self.model.tables[table]
@@ -264,13 +302,11 @@ class _Generator:
     def child_frame(self, table: str, rel: Relationship) -> tuple[DataFrame, int]:
         fitted_rel = self.model.relationships[rel.name]
         fitted = self.model.tables[table]
-        parents, counts = self.parent_keys(rel, "count")
-        if set(fitted.primary_key) and set(fitted.primary_key) <= set(rel.columns):
-            # The primary key is the foreign key: one-to-one, so at most one child per parent.
-            counts = F.least(counts, F.lit(1).cast("long"))
-        parents = parents.withColumn(COUNT, counts)
+        # When the primary key is the foreign key, the relationship is one-to-one: at most one child per parent.
+        one_to_one = bool(fitted.primary_key) and set(fitted.primary_key) <= set(rel.columns)
+        parents, counts = self.parent_keys(rel, "count", limit=1 if one_to_one else None)
         carried = [qcol(PARENT_Z)] if PARENT_Z in parents.columns else []
-        ranged, total = _with_prefix_sums(self.spark, parents, self.rows[rel.parent])
+        ranged, total = self.with_starts(parents, counts, rel)
         expanded = ranged.where(qcol(COUNT) > 0).select(
             *[qcol(c) for c in rel.columns],
             qcol(START),
@@ -307,8 +343,7 @@ class _Generator:
         """
         fitted_rel = self.model.relationships[rel.name]
         parents, slots_per_parent = self.parent_keys(rel, "slots")
-        parents = parents.drop(PARENT_Z).withColumn(COUNT, slots_per_parent)
-        ranged, slots = _with_prefix_sums(self.spark, parents, self.rows[rel.parent])
+        ranged, slots = self.with_starts(parents.drop(PARENT_Z), slots_per_parent, rel)
         types = {c.name: _type_of(c) for c in self.model.tables[table].columns}
         if slots == 0 or rows == 0:
             logger.warning("relationship %s: the generated parents offer no children; its key is null", rel.describe())

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import reduce
@@ -43,7 +44,7 @@ from pyspark.sql import types as T
 from pyspark.storagelevel import StorageLevel
 
 from synthspark.model import ColumnModel
-from synthspark.sampling import INTERNAL, double_array, hash_long, qcol
+from synthspark.sampling import INTERNAL, hash_long, qcol
 
 # SDMetrics' QualityReport thresholds for a pair to count in the thresholded mean.
 CORRELATION_THRESHOLD = 0.5
@@ -176,7 +177,8 @@ def _bin_expr(value: Column, edges: np.ndarray) -> Column:
 
     Like numpy, a null lands in the same bin as the maximum.
     """
-    at_most = F.size(F.filter(double_array(edges), lambda edge: edge <= value))
+    # A few plain comparisons: Spark compiles them, unlike a higher-order filter over the edges.
+    at_most = reduce(operator.add, [F.when(value >= F.lit(float(edge)), F.lit(1)).otherwise(F.lit(0)) for edge in edges])
     return F.when(value.isNull(), F.lit(len(edges))).otherwise(at_most)
 
 

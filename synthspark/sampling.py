@@ -7,6 +7,8 @@ which tables are generated.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from pyspark.sql import Column
 from pyspark.sql import functions as F
@@ -99,7 +101,7 @@ def choose_index(u: Column, weights: list[float]) -> Column:
     raised until no bucket contains more than _MAX_CANDIDATES of them, or it reaches
     65,536. The comparisons are plain expressions, which Spark compiles. A
     higher-order ``filter`` over the candidates, about 7 times slower, runs only
-    in buckets that still contain more.
+    in buckets that still contain more (see :func:`count_passing`).
     """
     cumulative = np.cumsum(np.asarray(weights, dtype="float64"))
     if len(cumulative) == 0 or cumulative[-1] <= 0:
@@ -125,19 +127,33 @@ def choose_index(u: Column, weights: list[float]) -> Column:
         resolution *= 4
     bucket = F.least(F.floor(u * F.lit(resolution)).cast("int"), F.lit(resolution - 1))
     start = F.get(long_array(low), bucket).cast("int")
-    table = double_array(cumulative)
-    chosen = start
-    for offset in range(min(span, _MAX_CANDIDATES)):
-        # An offset past the end of the array gives null, which counts as 0.
-        below = F.get(table, start + F.lit(offset)) <= u
-        chosen = chosen + F.when(below, F.lit(1)).otherwise(F.lit(0))
-    if span > _MAX_CANDIDATES:
-        # Buckets that contain many tiny weights even at the finest resolution are scanned.
-        stop = F.get(long_array(high), bucket).cast("int")
-        candidates = F.slice(table, start + F.lit(1), stop - start + F.lit(1))
-        scanned = start + F.size(F.filter(candidates, lambda c: c <= u))
-        chosen = F.when(stop - start > F.lit(_MAX_CANDIDATES), scanned).otherwise(chosen)
+    stop = F.get(long_array(high), bucket).cast("int")
+    chosen = count_passing(double_array(cumulative), start, stop, span, lambda c: c <= u)
     return F.least(chosen, F.lit(last))
+
+
+def count_passing(
+    values: Column, start: Column, stop: Column, widest: int, test: Callable[[Column], Column],
+    unrolled: int = _MAX_CANDIDATES,
+) -> Column:
+    """Return ``start`` plus how many of ``values[start:stop]`` (0-based) pass ``test``.
+
+    Every element after ``stop`` must fail ``test``, as in a sorted array. ``widest``
+    is the largest ``stop - start`` of any row. Up to ``unrolled`` elements are
+    compared one by one in plain expressions, which Spark compiles. A higher-order
+    ``filter``, several times slower because Spark does not compile it, runs only
+    on rows where ``stop - start`` is larger. Each comparison repeats ``test``'s
+    expression in the query plan, which Spark's optimizer then has to walk.
+    """
+    passed = start
+    for offset in range(min(widest, unrolled)):
+        # An element past the end of the array is null, so it counts as failing.
+        passed = passed + F.when(test(F.get(values, start + F.lit(offset))), F.lit(1)).otherwise(F.lit(0))
+    if widest > unrolled:
+        candidates = F.slice(values, start + F.lit(1), F.greatest(stop - start, F.lit(0)))
+        scanned = start + F.size(F.filter(candidates, test))
+        passed = F.when(stop - start > F.lit(unrolled), scanned).otherwise(passed)
+    return passed
 
 
 def inverse_quantiles(u: Column, quantiles: list[float]) -> Column:

@@ -15,6 +15,7 @@ from synthspark.dependence import (
     COUNT_PREFIX,
     U_RANKED,
     Z,
+    count_below,
     score_histograms,
     with_score_uniforms,
 )
@@ -167,3 +168,27 @@ def test_choose_index_exact_inverse_cdf(spark: SparkSession) -> None:
     for point in (5.25e-9, 1.225e-8, 0.5 + 7.25e-9):
         inside = spark.range(1).select(choose_index(F.lit(point), crowded).alias("index")).first()["index"]
         assert inside == np.searchsorted(cumulative, point, side="right")
+
+
+def test_count_below_matches_searchsorted(spark: SparkSession) -> None:
+    """count_below returns numpy's searchsorted count for spread grids and grids with long runs of ties."""
+    rng = np.random.default_rng(8)
+    grids = {
+        "spread": np.sort(rng.normal(size=201)),
+        # 120 equal points fall in one lookup bucket, so the scan path runs there.
+        "tied": np.sort(np.r_[rng.uniform(0, 10, 81), np.full(120, 3.0)]),
+    }
+    rows = spark.range(20_000).withColumnRenamed("id", ROW_INDEX)
+    for name, grid in grids.items():
+        # Values from just below the grid to just above it, with exact hits on the tied point.
+        x = F.when(uniform(3, "x", "tie") < F.lit(0.1), F.lit(3.0)).otherwise(
+            F.lit(float(grid[0]) - 1.0) + uniform(3, "x", name) * F.lit(float(grid[-1] - grid[0]) + 2.0)
+        )
+        got = rows.select(
+            x.alias("x"),
+            count_below(x, list(grid), strict=True).alias("below"),
+            count_below(x, list(grid), strict=False).alias("at_most"),
+        ).toPandas()
+        values = got["x"].to_numpy()
+        assert (got["below"].to_numpy() == np.searchsorted(grid, values, side="left")).all(), name
+        assert (got["at_most"].to_numpy() == np.searchsorted(grid, values, side="right")).all(), name
