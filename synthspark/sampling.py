@@ -88,7 +88,7 @@ def long_array(values: np.ndarray | list[int]) -> Column:
     return F.expr("array(" + ",".join(f"{int(v)}L" for v in values) + ")")
 
 
-# choose_index compares ``u`` with at most this many cumulative weights per row.
+# Candidates that count_passing compares one by one by default. Rows with more are scanned.
 _MAX_CANDIDATES = 8
 
 
@@ -100,7 +100,7 @@ def choose_index(u: Column, weights: list[float]) -> Column:
     end inside the bucket are compared with ``u`` one by one. The resolution is
     raised until no bucket contains more than _MAX_CANDIDATES of them, or it reaches
     65,536. The comparisons are plain expressions, which Spark compiles. A
-    higher-order ``filter`` over the candidates, about 7 times slower, runs only
+    higher-order ``filter`` over the candidates, several times slower, runs only
     in buckets that still contain more (see :func:`count_passing`).
     """
     cumulative = np.cumsum(np.asarray(weights, dtype="float64"))
@@ -124,7 +124,7 @@ def choose_index(u: Column, weights: list[float]) -> Column:
         span = int((high - low).max())
         if span <= _MAX_CANDIDATES or resolution >= 1 << 16:
             break
-        resolution *= 4
+        resolution = min(resolution * 4, 1 << 16)
     bucket = F.least(F.floor(u * F.lit(resolution)).cast("int"), F.lit(resolution - 1))
     start = F.get(long_array(low), bucket).cast("int")
     stop = F.get(long_array(high), bucket).cast("int")
