@@ -263,6 +263,14 @@ class GenerationSpec(_Strict):
     scale: float = Field(default=1.0, gt=0, description="Rows of each root table = source rows x scale.")
     rows: dict[str, int] = Field(default_factory=dict, description="Exact row count per root table.")
     seed: int = 0
+    key_frames: Literal["checkpoint", "cache"] = Field(
+        default="checkpoint",
+        description=(
+            "How each table's keys and copula scores are kept for its child tables. 'checkpoint' stores them as a "
+            "local checkpoint, which cuts the query plans short (fastest; an executor lost during generation fails "
+            "the run). 'cache' persists them with their lineage, so Spark recomputes what a lost executor held."
+        ),
+    )
 
     @field_validator("rows")
     @classmethod

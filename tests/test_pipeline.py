@@ -81,8 +81,9 @@ def bank_run(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory, mlfl
 def cli_run(spark: SparkSession, bank_run) -> dict[str, Any]:
     """Run fit, generate and evaluate as three command-line calls with the bank run's source and seed.
 
-    The config file lists the tables in reverse order and the calls run with 7 shuffle partitions
-    instead of 2, so that comparing with the bank run shows that neither changes the output.
+    The config file lists the tables in reverse order, keeps the key frames as cached frames instead
+    of local checkpoints, and the calls run with 7 shuffle partitions instead of 2, so that comparing
+    with the bank run shows that none of these changes the output.
     Returns the config file, the output and model folders, the table order, each call's exit code,
     and whether the model and a table existed after the fit call.
     """
@@ -91,6 +92,7 @@ def cli_run(spark: SparkSession, bank_run) -> dict[str, Any]:
     config, _, tmp_path = bank_run
     data = bank_config(tmp_path / "src", tmp_path / "unused")
     data["tables"] = dict(reversed(list(data["tables"].items())))
+    data["generation"]["key_frames"] = "cache"
     config_file = tmp_path / "cli.yaml"
     config_file.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     output = tmp_path / "cli-out"
@@ -191,7 +193,8 @@ def test_same_seed_same_tables_other_seed_differs(
     spark: SparkSession, bank_run, cli_run: dict[str, Any], tmp_path: Path
 ) -> None:
     # The command-line run fitted its own model from the same source and generated with the same seed.
-    # It listed the tables in reverse order and ran with 7 shuffle partitions, and neither may change the output.
+    # It listed the tables in reverse order, cached its key frames and ran with 7 shuffle partitions,
+    # and none of these may change the output.
     config, _, source_tmp = bank_run
     assert cli_run["table_order"] == list(reversed(config.tables))
     assert cli_run["fit"] == 0
