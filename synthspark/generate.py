@@ -87,8 +87,8 @@ class GeneratedDatabase:
     def unpersist(self) -> None:
         """Release the stored key frames.
 
-        Cached frames are dropped at once. Local checkpoints are freed by Spark when
-        no frame refers to them any longer, so this also drops the references.
+        Cached frames are dropped at once. Spark's cleaner frees local checkpoints
+        once no frame refers to them, so this also drops the references.
         """
         for frame in self._cached:
             frame.unpersist()
@@ -262,15 +262,14 @@ class _Generator:
     def keep(self, frame: DataFrame) -> DataFrame:
         """Compute ``frame`` once and return it stored, for the tables and jobs that read it again.
 
-        A local checkpoint replaces the frame's query plan by its stored rows. Later
-        queries over it are then planned without the plans of the tables before it.
-        With cached frames, that planning took most of the driver's time. Berka at
-        scale 50, written with Spark's ``noop`` format, took 43 s with ``cache`` and
-        30 s with ``checkpoint``.
+        A local checkpoint replaces the frame's query plan by its stored rows, so later
+        queries over it are planned without the plans of the tables before it. A cached
+        frame keeps that lineage, and planning it took most of the driver's time (see
+        docs/benchmarks.md, "Where the generation time goes").
         """
-        # NOTE: under Spark Connect the frames are cached instead. The client copies the plan
-        # into its checkpoint command, and the protobuf library refuses plans nested more than
-        # 100 levels deep, as the copula's expressions are.
+        # NOTE: under Spark Connect the frames are cached instead. Building the checkpoint
+        # command for the copula's deeply nested plans failed in the Python client with
+        # "DecodeError: Exceeded upb_DecodeOptions_MaxDepth".
         if self.config.generation.key_frames == "checkpoint" and not _is_connect(self.spark):
             stored = frame.localCheckpoint(eager=True, storageLevel=StorageLevel.MEMORY_AND_DISK)
         else:

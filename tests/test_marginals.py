@@ -120,7 +120,7 @@ def test_small_table_follows_fitted_distribution(spark: SparkSession, tmp_path: 
 
 
 def measured_histograms(frame, dependence: dict) -> dict[int, list[int]]:
-    """Count the rows of ``frame`` whose score ``z`` falls in each bin, per value dimension (the exact histograms)."""
+    """Count, per value dimension, the rows of ``frame`` whose score ``z`` falls in each bin."""
     value_dims = [k for k, d in enumerate(dependence["dimensions"]) if not d.startswith(COUNT_PREFIX)]
     width = 2 * SCORE_RANGE / SCORE_BINS
     cells = F.array(*[

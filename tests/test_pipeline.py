@@ -81,9 +81,9 @@ def bank_run(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory, mlfl
 def cli_run(spark: SparkSession, bank_run) -> dict[str, Any]:
     """Run fit, generate and evaluate as three command-line calls with the bank run's source and seed.
 
-    The config file lists the tables in reverse order, keeps the key frames as cached frames instead
-    of local checkpoints, and the calls run with 7 shuffle partitions instead of 2, so that comparing
-    with the bank run shows that none of these changes the output.
+    The config file lists the tables in reverse order and caches the key frames instead of storing
+    local checkpoints. The calls run with 7 shuffle partitions instead of 2. Comparing with the bank
+    run then shows that none of these changes the output.
     Returns the config file, the output and model folders, the table order, each call's exit code,
     and whether the model and a table existed after the fit call.
     """
